@@ -46,7 +46,7 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps user errors to exit 2 with one clear line."""
     try:
-        cli.main(args=argv, prog_name="oatdeploy", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="oatdeploy", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

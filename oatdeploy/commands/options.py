@@ -1,0 +1,31 @@
+"""Shared click option callbacks."""
+
+from __future__ import annotations
+
+import click
+
+
+def float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """'0,0.1,1' -> [0.0, 0.1, 1.0]; a bad value is a usage error (exit 2) naming the option."""
+    if value is None:
+        return None
+    try:
+        values = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers like 0,0.1,1, got {value!r}") from None
+    if not values:
+        raise click.BadParameter("expected at least one number")
+    return values
+
+
+def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """'3,32,32' -> [3, 32, 32]."""
+    if value is None:
+        return None
+    try:
+        values = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 3,32,32, got {value!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise click.BadParameter(f"expected positive integers, got {value!r}")
+    return values

@@ -1,0 +1,103 @@
+"""Clean (SA) and robust (RA) accuracy for every (λ, width) of a supernet: the eval.json numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
+from oatdeploy.errors import OatError
+from oatdeploy.supernet import Supernet
+
+
+def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             attack: PGDConfig | None, batch_size: int = 256, seed: int = 0) -> float:
+    """Top-1 accuracy of `fn` on x (clean when `attack` is None, else under that attack)."""
+    gen = torch.Generator().manual_seed(seed)
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        if attack is not None:
+            xb = pgd_attack(fn, xb, yb, attack, generator=gen)
+        with torch.no_grad():
+            correct += int((fn(xb).argmax(1) == yb).sum())
+    return correct / max(len(x), 1)
+
+
+def evaluate_supernet(sn: Supernet, x: torch.Tensor, y: torch.Tensor, attack: PGDConfig, batch_size: int = 256,
+                      progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SA and RA (PGD) per (λ, width), in the eval.json layout."""
+    pairs = [(lam, w) for w in sn.widths for lam in sn.lambdas]
+    results = []
+    with frozen_eval(sn.model):
+        for lam, w in tqdm(pairs, desc="eval", unit="variant", disable=not progress):
+            fn = sn.forward_fn(lam, w)
+            results.append({
+                "lambda": lam,
+                "width": w,
+                "clean_acc": accuracy(fn, x, y, None, batch_size),
+                "robust_acc": accuracy(fn, x, y, attack, batch_size),
+            })
+    return {"attack": attack.describe(), "num_samples": len(x), **(extra or {}), "results": results}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A short SA/RA table, one row per width, one column pair per λ."""
+    rows = report["results"]
+    lambdas = sorted({r["lambda"] for r in rows})
+    widths = sorted({r["width"] for r in rows})
+    cell = {(r["lambda"], r["width"]): r for r in rows}
+    head = "width  " + "  ".join(f"λ={lam:<4g} SA/RA  " for lam in lambdas)
+    lines = [head, "-" * len(head)]
+    for w in widths:
+        vals = "  ".join(f"{cell[lam, w]['clean_acc']:.3f}/{cell[lam, w]['robust_acc']:.3f}" + " " * 2
+                         for lam in lambdas)
+        lines.append(f"{w:<6g} {vals}")
+    return "\n".join(lines)
+
+
+def apgd_accuracy(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,
+                  batch_size: int = 256) -> float:
+    """Robust accuracy under APGD-CE (Croce & Hein) from adversarial-robustness-toolbox."""
+    try:
+        from art.attacks.evasion import AutoProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+    except ImportError:
+        raise OatError("--attack apgd-ce needs adversarial-robustness-toolbox: "
+                       "pip install 'oatdeploy[attacks]'") from None
+    clf = PyTorchClassifier(model=module, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                            nb_classes=num_classes, clip_values=(0.0, 1.0), device_type="cpu")
+    attack = AutoProjectedGradientDescent(estimator=clf, norm=np.inf, eps=eps, eps_step=2 * eps / 10, max_iter=100,
+                                          targeted=False, nb_random_init=1, batch_size=batch_size,
+                                          loss_type="cross_entropy", verbose=False)
+    x_adv = torch.from_numpy(attack.generate(x=x.numpy(), y=y.numpy()))
+    with torch.no_grad():
+        return float((module(x_adv).argmax(1) == y).float().mean())
+
+
+def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | None = None, limit: int | None = None,
+                   data_dir: str | None = None, batch_size: int = 256, attack: str = "pgd",
+                   progress: bool = True) -> dict[str, Any]:
+    """Evaluate a checkpoint on its dataset's test split (what `oatdeploy eval` runs)."""
+    from oatdeploy import data as datasets
+    from oatdeploy.atomic import sha256_file
+    from oatdeploy.checkpoint import load_supernet
+
+    sn = load_supernet(checkpoint)
+    cfg = sn.config
+    test = datasets.load_dataset(cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"), split="test",
+                                 limit=limit)
+    pgd = PGDConfig(eps=float(cfg["eps"] if eps is None else eps), steps=pgd_steps)
+    extra = {"dataset": cfg["dataset"], "checkpoint_sha256": sha256_file(checkpoint)}
+    report = evaluate_supernet(sn, test.x, test.y, pgd, batch_size, progress, extra)
+    if attack == "apgd-ce":
+        report["attack"] = {"name": "apgd-ce", "norm": "linf", "eps": pgd.eps, "steps": 100, "source": "art"}
+        for row in report["results"]:
+            sub = sn.subnet(row["lambda"], row["width"])
+            row["robust_acc"] = apgd_accuracy(sub, test.x, test.y, pgd.eps, sn.num_classes, batch_size)
+    return report

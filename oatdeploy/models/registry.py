@@ -1,0 +1,33 @@
+"""Model registry (timm-style): `create_model(name, widths=..., num_classes=..., in_channels=...)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from oatdeploy.errors import OatError
+
+if TYPE_CHECKING:
+    from oatdeploy.models.base import OATModel
+
+_MODELS: dict[str, Callable[..., OATModel]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., OATModel]], Callable[..., OATModel]]:
+    def deco(fn: Callable[..., OATModel]) -> Callable[..., OATModel]:
+        _MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, widths: Sequence[float] = (1.0,), num_classes: int = 10, in_channels: int = 3,
+                 enc_dim: int = 128) -> OATModel:
+    """Build a supernet by name; widths are fractions of the full channel counts, largest last."""
+    if name not in _MODELS:
+        raise OatError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}")
+    return _MODELS[name](list(widths), num_classes, in_channels, enc_dim)

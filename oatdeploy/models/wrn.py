@@ -1,0 +1,104 @@
+"""Wide ResNets (Zagoruyko & Komodakis) as OATS supernets: pre-activation blocks.
+
+The pre-activation BN→FiLM sits on the residual stream, not after a conv, so folding keeps it as a
+per-channel affine (the cost of an inference BatchNorm in a plain WRN); the mid BN→FiLM folds into
+the first conv of each block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oatdeploy.models.base import Cond, FoldCtx, OATModel, affine_spec, bare_conv_spec, conv_spec
+from oatdeploy.models.plain import PlainNet, PlainPreActBlock, build_layer, plain_linear
+from oatdeploy.models.registry import register
+from oatdeploy.nn import SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
+
+
+class PreActBlockOAT(nn.Module):
+    """o = ReLU(FiLM(BN(x))); out = conv2(ReLU(FiLM(BN(conv1(o))))) + (conv_sc(o) or x)."""
+
+    def __init__(self, in_list: list[int], out_list: list[int], stride: int, enc_dim: int) -> None:
+        super().__init__()
+        self.bn1 = SwitchableDualBN2d(in_list)
+        self.film1 = SwitchableFiLM(in_list, enc_dim)
+        self.conv1 = SlimConv2d(in_list, out_list, 3, stride, 1)
+        self.bn2 = SwitchableDualBN2d(out_list)
+        self.film2 = SwitchableFiLM(out_list, enc_dim)
+        self.conv2 = SlimConv2d(out_list, out_list, 3, 1, 1)
+        self.mismatch = stride != 1 or in_list != out_list
+        if self.mismatch:
+            self.conv_sc = SlimConv2d(in_list, out_list, 1, stride, 0)
+
+    def forward(self, x: torch.Tensor, cond: Cond) -> torch.Tensor:
+        w, n = cond.width, cond.n_clean
+        o = F.relu(self.film1(self.bn1(x, n, w), cond.enc, w))
+        out = F.relu(self.film2(self.bn2(self.conv1(o, w), n, w), cond.enc, w))
+        out = self.conv2(out, w)
+        return out + (self.conv_sc(o, w) if self.mismatch else x)
+
+    def fold(self, ctx: FoldCtx, row: int | None) -> PlainPreActBlock:
+        sc = build_layer(bare_conv_spec(self.conv_sc, ctx), row) if self.mismatch else None
+        return PlainPreActBlock(
+            build_layer(affine_spec(self.bn1, self.film1, ctx), row),
+            build_layer(conv_spec(self.conv1, self.bn2, self.film2, ctx), row),
+            build_layer(bare_conv_spec(self.conv2, ctx), row),
+            sc,
+        )
+
+
+class WideResNetOAT(OATModel):
+    """WRN-depth-k: 3×3 stem, three stages of (depth−4)/6 pre-activation blocks, BN→FiLM→ReLU head."""
+
+    def __init__(self, depth: int, k: int, widths: list[float], num_classes: int, in_channels: int,
+                 enc_dim: int) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        self.widths, self.num_classes = list(widths), num_classes
+        self.in_channels, self.enc_dim = in_channels, enc_dim
+        stem_list = channels_for(16, widths)
+        self.conv1 = SlimConv2d([in_channels] * len(widths), stem_list, 3, 1, 1)
+        prev = stem_list
+        self.bundles: list[nn.ModuleList] = []
+        for i, (ch, stride) in enumerate(zip([16 * k, 32 * k, 64 * k], [1, 2, 2], strict=True)):
+            out = channels_for(ch, widths)
+            bundle = nn.ModuleList(PreActBlockOAT(prev if j == 0 else out, out, stride if j == 0 else 1, enc_dim)
+                                   for j in range(n))
+            self.add_module(f"bundle{i + 1}", bundle)
+            self.bundles.append(bundle)
+            prev = out
+        self.bn_final = SwitchableDualBN2d(prev)
+        self.film_final = SwitchableFiLM(prev, enc_dim)
+        self.linear = SlimLinear(prev, num_classes)
+
+    def forward(self, x: torch.Tensor, enc: torch.Tensor, n_clean: int, width_idx: int) -> torch.Tensor:
+        cond = Cond(enc, n_clean, width_idx)
+        out = self.conv1(x, width_idx)
+        for bundle in self.bundles:
+            for block in bundle:
+                out = block(out, cond)
+        out = F.relu(self.film_final(self.bn_final(out, n_clean, width_idx), enc, width_idx))
+        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1), width_idx)
+
+    def fold(self, ctx: FoldCtx, row: int | None) -> PlainNet:
+        stem = build_layer(bare_conv_spec(self.conv1, ctx), row)
+        blocks = [block.fold(ctx, row) for bundle in self.bundles for block in bundle]
+        head = build_layer(affine_spec(self.bn_final, self.film_final, ctx), row)
+        width = self.linear.in_list[ctx.width]
+        return PlainNet(stem, False, blocks, head, plain_linear(self.linear.weight[:, :width], self.linear.bias))
+
+
+@register("wrn16_8")
+def wrn16_8(widths: list[float], num_classes: int, in_channels: int, enc_dim: int) -> WideResNetOAT:
+    """WRN-16-8 (the paper's SVHN model)."""
+    return WideResNetOAT(16, 8, widths, num_classes, in_channels, enc_dim)
+
+
+@register("wrn40_2")
+def wrn40_2(widths: list[float], num_classes: int, in_channels: int, enc_dim: int) -> WideResNetOAT:
+    """WRN-40-2 (the paper's STL-10 model)."""
+    return WideResNetOAT(40, 2, widths, num_classes, in_channels, enc_dim)

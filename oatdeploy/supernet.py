@@ -1,0 +1,75 @@
+"""A trained supernet behind the API of DESIGN.md: `predict(x, lam, width)` and `subnet(lam, width)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from oatdeploy.models import FoldCtx, OATModel
+from oatdeploy.models.plain import PlainNet
+
+
+class Supernet:
+    """An eval-mode OATS supernet plus the λ encoding table it was trained with."""
+
+    def __init__(self, model: OATModel, config: dict[str, Any], encoding: torch.Tensor) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.encoding = encoding
+        self.lambdas: list[float] = [float(v) for v in config["lambdas"]]
+        self.widths: list[float] = [float(v) for v in config["widths"]]
+        self.input_shape: tuple[int, int, int] = tuple(config["input_shape"])  # type: ignore[assignment]
+        self.num_classes: int = int(config["num_classes"])
+        self.arch: str = config["arch"]
+
+    def lam_index(self, lam: float) -> int:
+        for i, v in enumerate(self.lambdas):
+            if abs(v - float(lam)) < 1e-6:
+                return i
+        raise ValueError(f"λ={lam} was not trained; choose one of {self.lambdas}")
+
+    def width_index(self, width: float) -> int:
+        for i, v in enumerate(self.widths):
+            if abs(v - float(width)) < 1e-6:
+                return i
+        raise ValueError(f"width={width} was not trained; choose one of {self.widths}")
+
+    def forward_fn(self, lam: float, width: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A differentiable x -> logits for one (λ, width), in the model's current mode (for attacks)."""
+        li, wi = self.lam_index(lam), self.width_index(width)
+        enc = self.encoding[li : li + 1]
+        clean = self.lambdas[li] == 0.0
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return self.model(x, enc.to(x.device), x.shape[0] if clean else 0, wi)
+
+        return fn
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, lam: float, width: float) -> torch.Tensor:
+        """Logits [N, classes] of the supernet at (λ, width)."""
+        self.model.eval()
+        return self.forward_fn(lam, width)(x)
+
+    @torch.no_grad()
+    def subnet(self, lam: float, width: float) -> nn.Module:
+        """The folded plain network for (λ, width): conv(+bias)/ReLU/add/pool/linear, no BN, no FiLM."""
+        li, wi = self.lam_index(lam), self.width_index(width)
+        self.model.eval()
+        ctx = FoldCtx(wi, self.encoding[li : li + 1], [self.lambdas[li] == 0.0])
+        return self.model.fold(ctx, row=0).eval()
+
+    @torch.no_grad()
+    def shared_subnet(self, width: float) -> PlainNet:
+        """One plain network per width, `forward(x, lam_index)`, with a per-λ channel affine table inside."""
+        wi = self.width_index(width)
+        self.model.eval()
+        ctx = FoldCtx(wi, self.encoding, [v == 0.0 for v in self.lambdas])
+        return self.model.fold(ctx, row=None).eval()
+
+    def __repr__(self) -> str:
+        return (f"Supernet(arch={self.arch!r}, lambdas={self.lambdas}, widths={self.widths}, "
+                f"input_shape={self.input_shape}, num_classes={self.num_classes})")
