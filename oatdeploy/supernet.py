@@ -24,6 +24,11 @@ class Supernet:
         self.input_shape: tuple[int, int, int] = tuple(config["input_shape"])  # type: ignore[assignment]
         self.num_classes: int = int(config["num_classes"])
         self.arch: str = config["arch"]
+        self.dual_bn: bool = bool(config.get("dual_bn", True))
+
+    def uses_clean_bn(self, lam: float) -> bool:
+        """λ = 0 runs through the clean BN, every other λ through the adversarial one (unless dual BN is off)."""
+        return lam == 0.0 or not self.dual_bn
 
     def lam_index(self, lam: float) -> int:
         for i, v in enumerate(self.lambdas):
@@ -41,7 +46,7 @@ class Supernet:
         """A differentiable x -> logits for one (λ, width), in the model's current mode (for attacks)."""
         li, wi = self.lam_index(lam), self.width_index(width)
         enc = self.encoding[li : li + 1]
-        clean = self.lambdas[li] == 0.0
+        clean = self.uses_clean_bn(self.lambdas[li])
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             return self.model(x, enc.to(x.device), x.shape[0] if clean else 0, wi)
@@ -59,7 +64,7 @@ class Supernet:
         """The folded plain network for (λ, width): conv(+bias)/ReLU/add/pool/linear, no BN, no FiLM."""
         li, wi = self.lam_index(lam), self.width_index(width)
         self.model.eval()
-        ctx = FoldCtx(wi, self.encoding[li : li + 1], [self.lambdas[li] == 0.0])
+        ctx = FoldCtx(wi, self.encoding[li : li + 1], [self.uses_clean_bn(self.lambdas[li])])
         return self.model.fold(ctx, row=0).eval()
 
     @torch.no_grad()
@@ -67,7 +72,7 @@ class Supernet:
         """One plain network per width, `forward(x, lam_index)`, with a per-λ channel affine table inside."""
         wi = self.width_index(width)
         self.model.eval()
-        ctx = FoldCtx(wi, self.encoding, [v == 0.0 for v in self.lambdas])
+        ctx = FoldCtx(wi, self.encoding, [self.uses_clean_bn(v) for v in self.lambdas])
         return self.model.fold(ctx, row=None).eval()
 
     def __repr__(self) -> str:

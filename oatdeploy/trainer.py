@@ -64,6 +64,7 @@ class TrainConfig:
     clean_share: float | None = None
     train_limit: int | None = None
     augment: bool = True
+    dual_bn: bool = True  # False: every sample uses the clean BN (the paper's ablation)
     seed: int = 0
     save_every: int = 0
     amp: bool = True
@@ -148,6 +149,10 @@ class OATStep:
         middle = 1 + int(torch.randint(n - 2, (1,), generator=self.width_gen))
         return [n - 1, 0, middle]
 
+    def bn_split(self, n_clean: int, x: torch.Tensor) -> int:
+        """How many leading samples take the clean BN: all of them when dual BN is ablated."""
+        return n_clean if self.cfg.dual_bn else x.shape[0]
+
     def loss(self, x: torch.Tensor, y: torch.Tensor, width_idx: int, lam_idx: torch.Tensor,
              n_clean: int) -> tuple[torch.Tensor, dict[str, float]]:
         lam = self.lam_values[lam_idx]
@@ -156,14 +161,14 @@ class OATStep:
         x_adv = None
         if n_adv > 0:
             with frozen_eval(self.model), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                x_adv = pgd_attack(lambda z: self.model(z, enc[n_clean:], 0, width_idx), x[n_clean:],
+                x_adv = pgd_attack(lambda z: self.model(z, enc[n_clean:], self.bn_split(0, z), width_idx), x[n_clean:],
                                    y[n_clean:], self.pgd, generator=self.attack_gen)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            logits = self.model(x, enc, n_clean, width_idx)
+            logits = self.model(x, enc, self.bn_split(n_clean, x), width_idx)
             per_sample = (1 - lam) * F.cross_entropy(logits.float(), y, reduction="none")
             stats = {"sa": float((logits.argmax(1) == y).float().mean())}
             if x_adv is not None:
-                logits_adv = self.model(x_adv, enc[n_clean:], 0, width_idx)
+                logits_adv = self.model(x_adv, enc[n_clean:], self.bn_split(0, x_adv), width_idx)
                 la = F.cross_entropy(logits_adv.float(), y[n_clean:], reduction="none")
                 per_sample = per_sample + F.pad(lam[n_clean:] * la, (n_clean, 0))
                 stats["ra"] = float((logits_adv.argmax(1) == y[n_clean:]).float().mean())

@@ -28,6 +28,8 @@ from oatdeploy.commands.options import float_list
               help="L∞ radius on [0,1] pixels (default: the dataset's preset, 0.1 Fashion-MNIST, 8/255 CIFAR).")
 @click.option("--encoding", "enc_kind", type=click.Choice(["rand", "none", "onehot", "dct"]), default="rand",
               show_default=True, help="λ encoding fed to FiLM.")
+@click.option("--dual-bn/--single-bn", "dual_bn", default=True, show_default=True,
+              help="Separate BN for clean (λ=0) and adversarial samples; --single-bn is the paper's ablation.")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Use only the first N training samples (smoke runs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also checkpoint every N steps.")
