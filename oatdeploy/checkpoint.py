@@ -40,7 +40,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: report it as bad input, not a crash
-        raise ArtifactError(f"{path} is not a readable oatdeploy checkpoint ({type(e).__name__}: {e})") from None
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ArtifactError(f"{path} is not a readable oatdeploy checkpoint ({type(e).__name__}: {reason}); "
+                            "point to the supernet.pt that `oatdeploy train` wrote") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an oatdeploy supernet checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

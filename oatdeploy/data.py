@@ -147,7 +147,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, split: str = "tr
         x, y = load_cifar10(Path(data_dir) if data_dir else None, split)
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    images = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255)
+    images = torch.tensor(np.asarray(x), dtype=torch.float32).div_(255)
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
     return ArrayDataset(name=name, x=images, y=labels, num_classes=10, eps=DEFAULT_EPS[name],
                         flip=name == "cifar10")

@@ -47,17 +47,16 @@ def evaluate_supernet(sn: Supernet, x: torch.Tensor, y: torch.Tensor, attack: PG
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A short SA/RA table, one row per width, one column pair per λ."""
+    """A short table: one row per λ, clean (SA) and robust (RA) accuracy per width."""
     rows = report["results"]
     lambdas = sorted({r["lambda"] for r in rows})
     widths = sorted({r["width"] for r in rows})
     cell = {(r["lambda"], r["width"]): r for r in rows}
-    head = "width  " + "  ".join(f"λ={lam:<4g} SA/RA  " for lam in lambdas)
+    head = f"{'λ':<6}" + "".join(f"  {'w=' + format(w, 'g'):>7} {'SA':>5} {'RA':>5}" for w in widths)
     lines = [head, "-" * len(head)]
-    for w in widths:
-        vals = "  ".join(f"{cell[lam, w]['clean_acc']:.3f}/{cell[lam, w]['robust_acc']:.3f}" + " " * 2
-                         for lam in lambdas)
-        lines.append(f"{w:<6g} {vals}")
+    for lam in lambdas:
+        vals = "".join(f"  {'':>7} {cell[lam, w]['clean_acc']:5.3f} {cell[lam, w]['robust_acc']:5.3f}" for w in widths)
+        lines.append(f"{lam:<6g}{vals}")
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from torch import nn
 class FiLM(nn.Module):
     """Two-layer MLP on the λ encoding → (scale m, shift s), both leaky-ReLU activated as in the paper.
 
-    The output bias of the scale half starts at 1, so FiLM starts as the identity and a short run
+    The output bias of the scale half starts at 1, so FiLM starts near the identity and a short run
     trains like a plain ResNet; the paper's random init is otherwise kept.
     """
 

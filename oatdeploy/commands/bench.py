@@ -1,0 +1,65 @@
+"""`oatdeploy bench`: training-step time here, deployment latency in `bench latency`."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+
+import click
+
+from oatdeploy.commands.options import float_list, int_list
+
+
+class BenchGroup(click.Group):
+    """`train-step` needs torch; `latency` must not, so it is imported only when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return ["latency", "train-step"]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "latency":
+            from oatdeploy.commands.bench_latency import latency
+
+            return latency
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=BenchGroup)
+def bench() -> None:
+    """Measure training speed and deployment latency on this machine."""
+
+
+@bench.command("train-step")
+@click.option("--arch", default="resnet34", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=16, show_default=True)
+@click.option("--pgd-steps", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="Timed steps.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--input-shape", default="3,32,32", show_default=True, callback=int_list, help="C,H,W")
+@click.option("--widths", default="1", show_default=True, callback=float_list)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def train_step(arch: str, batch_size: int, pgd_steps: int, steps: int, warmup: int, input_shape: list[int],
+               widths: list[float], device: str, as_json: bool) -> None:
+    """Seconds per OAT training step on random data (median over --steps after --warmup)."""
+    import torch
+
+    from oatdeploy.bench import train_step_seconds
+    from oatdeploy.errors import OatError
+
+    if len(input_shape) != 3:
+        raise OatError(f"--input-shape takes C,H,W (three integers), got {input_shape}")
+    times = train_step_seconds(arch, batch_size, pgd_steps, steps, tuple(input_shape), tuple(widths), warmup,
+                               device)
+    result = {
+        "arch": arch, "batch_size": batch_size, "pgd_steps": pgd_steps, "input_shape": input_shape,
+        "widths": widths, "steps": steps, "median_s": statistics.median(times), "min_s": min(times),
+        "times_s": times, "device": "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.processor(),
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{arch} batch {batch_size} PGD-{pgd_steps} {'x'.join(map(str, input_shape))}: "
+                   f"median {result['median_s']:.3f} s/step over {steps} steps ({result['device']})")

@@ -1,0 +1,45 @@
+"""Shared fixtures: real supernets trained for a few steps on the embedded data, written to disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = {"dataset": "fmnist-mini", "arch": "resnet20", "lambdas": [0.0, 0.4, 1.0], "widths": [0.5, 1.0],
+        "batch_size": 32, "pgd_steps": 2, "train_limit": 1024}
+
+
+def train_run(out: Path, **overrides: object) -> Path:
+    from oatdeploy.trainer import TrainConfig, train
+
+    return train(TrainConfig(**{**TINY, **overrides, "out": str(out)}), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint after 3 steps: weights are near init, good for exactness and plumbing."""
+    return train_run(tmp_path_factory.mktemp("tiny"), max_steps=3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder (supernet.pt, config.json, eval.json) after 30 steps, evaluated with PGD-5 on 128 images."""
+    from oatdeploy.evaluate import run_evaluation
+
+    run = tmp_path_factory.mktemp("trained")
+    ckpt = train_run(run, max_steps=30)
+    report = run_evaluation(ckpt, pgd_steps=5, limit=128, progress=False)
+    (run / "eval.json").write_text(json.dumps(report))
+    return run
+
+
+def oatdeploy_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                  timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "oatdeploy.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)

@@ -1,0 +1,56 @@
+"""Every bad input of DESIGN.md's exit-code rule: exit 2, one line on stderr naming problem and fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import oatdeploy_cli
+
+
+def assert_usage_error(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in result.stderr
+    assert len(lines) <= 3, result.stderr  # click's usage errors add a "Usage:/Try" header
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["train", "--dataset", "imagenet", "--out", "{tmp}/r"], ["unknown dataset", "fmnist-mini"]),
+    (["train", "--arch", "vgg", "--max-steps", "1", "--out", "{tmp}/r"], ["unknown architecture", "resnet20"]),
+    (["train", "--lambdas", "0,2", "--out", "{tmp}/r"], ["[0, 1]"]),
+    (["train", "--lambdas", "0,x", "--out", "{tmp}/r"], ["--lambdas", "comma-separated"]),
+    (["train", "--widths", "0,1", "--out", "{tmp}/r"], ["(0, 1]"]),
+    (["train", "--eps", "3", "--out", "{tmp}/r"], ["--eps"]),
+    (["train", "--batch-size", "0", "--out", "{tmp}/r"], ["--batch-size"]),
+    (["train", "--dataset", "fashion-mnist", "--data-dir", "{tmp}", "--out", "{tmp}/r"],
+     ["train-images-idx3-ubyte", "dataset-fashion-mnist"]),
+    (["train", "--dataset", "cifar10", "--out", "{tmp}/r"], ["--data-dir"]),
+    (["train", "--resume", "--out", "{tmp}/nothing"], ["--resume", "no checkpoint"]),
+    (["train", "--out", "{tmp}/r", "--batch-size", "100000"], ["lower --batch-size"]),
+    (["eval", "{tmp}/missing.pt"], ["checkpoint not found"]),
+    (["eval", "{tmp}/junk.pt"], ["not a readable oatdeploy checkpoint"]),
+    (["bench", "train-step", "--input-shape", "3,32"], ["C,H,W"]),
+    (["nonsense"], ["No such command"]),
+])
+def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    result = oatdeploy_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert_usage_error(result, *needles)
+    assert not (tmp_path / "r" / "supernet.pt").exists()
+
+
+def test_eval_on_a_checkpoint_whose_data_is_missing(tiny_ckpt: Path, tmp_path: Path) -> None:
+    result = oatdeploy_cli("eval", str(tiny_ckpt), "--data-dir", str(tmp_path), "--out", str(tmp_path / "e.json"),
+                           "--limit", "32", "--pgd-steps", "2")
+    assert result.returncode == 0  # fmnist-mini is embedded: --data-dir does not matter
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert len(report["results"]) == 6 and report["attack"]["steps"] == 2 and report["num_samples"] == 32
+
+
+def test_help_and_version_exit_0() -> None:
+    assert oatdeploy_cli("--help").returncode == 0
+    assert "oatdeploy" in oatdeploy_cli("--version").stdout

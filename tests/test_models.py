@@ -1,0 +1,78 @@
+"""Model registry and the fold contract: every (λ, width) folded net equals the supernet's logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oatdeploy.errors import OatError
+from oatdeploy.lambdas import build_table
+from oatdeploy.models import create_model, list_models
+from oatdeploy.supernet import Supernet
+
+LAMBDAS = [0.0, 0.2, 1.0]
+WIDTHS = [0.5, 0.75, 1.0]
+
+
+def randomized_supernet(arch: str, in_channels: int, size: int, dual_bn: bool = True) -> Supernet:
+    """A supernet whose BN statistics and affines are random, so folding has something to get wrong."""
+    torch.manual_seed(0)
+    model = create_model(arch, widths=WIDTHS, num_classes=10, in_channels=in_channels, enc_dim=16)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    config = {"arch": arch, "lambdas": LAMBDAS, "widths": WIDTHS, "input_shape": [in_channels, size, size],
+              "num_classes": 10, "dual_bn": dual_bn}
+    return Supernet(model, config, build_table("rand", LAMBDAS, 16, 0))
+
+
+def test_registry_lists_the_paper_models_and_rejects_unknown() -> None:
+    assert {"resnet20", "resnet34", "wrn16_8", "wrn40_2"} <= set(list_models())
+    with pytest.raises(OatError, match="resnet20"):
+        create_model("resnet1000")
+
+
+@pytest.mark.parametrize(("arch", "channels", "size"), [("resnet20", 1, 28), ("resnet34", 3, 16),
+                                                        ("wrn16_8", 3, 16), ("wrn40_2", 1, 12)])
+def test_folded_subnet_matches_supernet_for_every_lambda_and_width(arch: str, channels: int, size: int) -> None:
+    sn = randomized_supernet(arch, channels, size)
+    x = torch.rand(3, channels, size, size)
+    for w in WIDTHS:
+        shared = sn.shared_subnet(w)
+        for li, lam in enumerate(LAMBDAS):
+            ref = sn.predict(x, lam, w)
+            with torch.no_grad():
+                folded = sn.subnet(lam, w)(x)
+                table = shared(x, torch.tensor([li]))
+            assert ref.shape == (3, 10)
+            assert (folded - ref).abs().max() < 1e-4, (arch, lam, w)
+            assert (table - ref).abs().max() < 1e-4, (arch, lam, w)
+
+
+def test_folded_subnet_is_plain() -> None:
+    sn = randomized_supernet("resnet20", 1, 28)
+    kinds = {type(m).__name__ for m in sn.subnet(0.2, 0.5).modules()}
+    assert not any("BatchNorm" in k or "FiLM" in k or "Slim" in k for k in kinds)
+    n_params = sum(p.numel() for p in sn.subnet(0.2, 0.5).parameters())
+    assert n_params < sum(p.numel() for p in sn.model.parameters()) / 4
+
+
+def test_single_bn_ablation_folds_with_the_clean_bn() -> None:
+    sn = randomized_supernet("resnet20", 1, 28, dual_bn=False)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert (sn.subnet(1.0, 1.0)(x) - sn.predict(x, 1.0, 1.0)).abs().max() < 1e-4
+    dual = randomized_supernet("resnet20", 1, 28, dual_bn=True)
+    assert (dual.predict(x, 1.0, 1.0) - sn.predict(x, 1.0, 1.0)).abs().max() > 1e-3
+
+
+def test_untrained_lambda_or_width_names_the_choices() -> None:
+    sn = randomized_supernet("resnet20", 1, 28)
+    with pytest.raises(ValueError, match=r"0\.0, 0\.2, 1\.0"):
+        sn.subnet(0.3, 1.0)
+    with pytest.raises(ValueError, match=r"0\.5, 0\.75, 1\.0"):
+        sn.predict(torch.rand(1, 1, 28, 28), 0.2, 0.6)

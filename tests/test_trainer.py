@@ -1,0 +1,84 @@
+"""The trainer on real data: the loss goes down, resume is exact, checkpoints round-trip."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, train_run
+
+import oatdeploy
+from oatdeploy.checkpoint import read_checkpoint, save_checkpoint
+from oatdeploy.data import load_dataset
+from oatdeploy.errors import ArtifactError
+from oatdeploy.lambdas import build_table
+from oatdeploy.models import create_model
+from oatdeploy.trainer import OATStep, TrainConfig, make_optimizer
+
+
+def test_a_few_steps_on_one_batch_reduce_the_loss() -> None:
+    torch.manual_seed(0)
+    data = load_dataset("fmnist-mini", limit=64)
+    cfg = TrainConfig(**{**TINY, "lr": 0.05, "eps": 0.1, "num_classes": 10, "input_shape": [1, 28, 28],
+                         "out": ""})
+    model = create_model("resnet20", widths=cfg.widths, num_classes=10, in_channels=1).train()
+    step = OATStep(model, cfg, build_table("rand", cfg.lambdas), torch.device("cpu"), seed=0)
+    opt, _ = make_optimizer(model, cfg, total_steps=100)
+    losses = []
+    for _ in range(12):
+        opt.zero_grad()
+        losses.append(step(data.x, data.y)["loss"])
+        opt.step()
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
+    straight = train_run(tmp_path / "straight", max_steps=6, save_every=3)
+    train_run(tmp_path / "split", max_steps=3)
+    from oatdeploy.trainer import TrainConfig, train
+
+    resumed = train(TrainConfig(out=str(tmp_path / "split"), max_steps=6), resume=True, progress=False)
+    a, b = read_checkpoint(straight), read_checkpoint(resumed)
+    assert a["trainer"]["step"] == b["trainer"]["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_checkpoint_round_trip_and_config(tiny_ckpt: Path, tmp_path: Path) -> None:
+    sn = oatdeploy.load_checkpoint(tiny_ckpt)
+    assert sn.lambdas == TINY["lambdas"] and sn.widths == TINY["widths"] and sn.input_shape == (1, 28, 28)
+    config = json.loads((tiny_ckpt.parent / "config.json").read_text())
+    assert config["world_size"] == 1 and config["eps"] == 0.1 and config["num_classes"] == 10
+    copy = tmp_path / "copy.pt"
+    save_checkpoint(copy, sn.model, sn.config, sn.encoding)
+    again = oatdeploy.load_checkpoint(copy)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(sn.predict(x, 0.4, 0.5), again.predict(x, 0.4, 0.5))
+    assert torch.equal(sn.encoding, again.encoding)
+
+
+def test_unreadable_checkpoints_are_refused(tmp_path: Path, tiny_ckpt: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ArtifactError, match="not a readable"):
+        read_checkpoint(junk)
+    payload = torch.load(tiny_ckpt, weights_only=True)
+    payload["version"] = 99
+    newer = tmp_path / "newer.pt"
+    torch.save(payload, newer)
+    with pytest.raises(ArtifactError, match="version 99"):
+        read_checkpoint(newer)
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint(tiny_ckpt: Path, tmp_path: Path) -> None:
+    target = tmp_path / "supernet.pt"
+    target.write_bytes(tiny_ckpt.read_bytes())
+    before = target.read_bytes()
+    sn = oatdeploy.load_checkpoint(target)
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):  # fails halfway through the write
+        save_checkpoint(target, sn.model, sn.config, sn.encoding, {"hook": lambda: None})
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["supernet.pt"]
