@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from oatdeploy.commands.options import float_list
@@ -30,7 +32,8 @@ from oatdeploy.commands.options import float_list
               show_default=True, help="λ encoding fed to FiLM.")
 @click.option("--dual-bn/--single-bn", "dual_bn", default=True, show_default=True,
               help="Separate BN for clean (λ=0) and adversarial samples; --single-bn is the paper's ablation.")
-@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Use only the first N training samples (smoke runs).")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Use only the first N training samples (smoke runs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also checkpoint every N steps.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -42,4 +45,5 @@ def train(resume: bool, **kwargs: object) -> None:
     from oatdeploy.trainer import train as run_training
 
     path = run_training(TrainConfig(**kwargs), resume=resume)
-    click.echo(f"saved {path}")
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"saved {path}")

@@ -1,0 +1,28 @@
+"""Evaluation: the JSON contract, PGD never beats clean accuracy, and the ART APGD-CE option runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import oatdeploy
+from oatdeploy.data import load_dataset
+from oatdeploy.evaluate import apgd_accuracy, format_table
+
+
+def test_eval_json_covers_every_lambda_and_width(trained_run: Path) -> None:
+    report = json.loads((trained_run / "eval.json").read_text())
+    assert report["attack"]["name"] == "pgd" and report["attack"]["steps"] == 5 and report["num_samples"] == 128
+    pairs = {(r["lambda"], r["width"]) for r in report["results"]}
+    assert pairs == {(lam, w) for lam in (0.0, 0.4, 1.0) for w in (0.5, 1.0)}
+    for row in report["results"]:
+        assert 0.0 <= row["robust_acc"] <= row["clean_acc"] <= 1.0
+    assert format_table(report).count("\n") == 4
+
+
+def test_apgd_ce_through_art_is_at_most_clean_accuracy(trained_run: Path) -> None:
+    sn = oatdeploy.load_checkpoint(trained_run / "supernet.pt")
+    test = load_dataset("fmnist-mini", split="test", limit=16)
+    sub = sn.subnet(1.0, 0.5)
+    clean = float((sub(test.x).argmax(1) == test.y).float().mean())
+    assert 0.0 <= apgd_accuracy(sub, test.x, test.y, eps=0.1, num_classes=10) <= clean
