@@ -1,0 +1,1 @@
+"""Export side: folded/shared ONNX graphs, their verification, TensorRT engines and the manifest."""

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "train": "oatdeploy.commands.train:train",
     "eval": "oatdeploy.commands.evaluate:evaluate",
     "demo": "oatdeploy.commands.demo:demo",
+    "export": "oatdeploy.commands.export:export",
     "bench": "oatdeploy.commands.bench:bench",
 }
 

@@ -65,7 +65,7 @@ class Supernet:
         li, wi = self.lam_index(lam), self.width_index(width)
         self.model.eval()
         ctx = FoldCtx(wi, self.encoding[li : li + 1], [self.uses_clean_bn(self.lambdas[li])])
-        return self.model.fold(ctx, row=0).eval()
+        return self.model.fold(ctx, row=0).eval().requires_grad_(False)
 
     @torch.no_grad()
     def shared_subnet(self, width: float) -> PlainNet:
@@ -73,7 +73,7 @@ class Supernet:
         wi = self.width_index(width)
         self.model.eval()
         ctx = FoldCtx(wi, self.encoding, [self.uses_clean_bn(v) for v in self.lambdas])
-        return self.model.fold(ctx, row=None).eval()
+        return self.model.fold(ctx, row=None).eval().requires_grad_(False)
 
     def __repr__(self) -> str:
         return (f"Supernet(arch={self.arch!r}, lambdas={self.lambdas}, widths={self.widths}, "

@@ -1,0 +1,38 @@
+"""Run an exported graph under ONNX Runtime (CPU) and compare it with the supernet on real images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
+
+from oatdeploy.errors import ArtifactError
+
+DEFAULT_TOLERANCE = 1e-3  # fp32 logits; folding itself is exact to ~1e-6
+
+
+def cpu_session(path: str | Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_graph(session: ort.InferenceSession, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
+    feed = {INPUT_NAME: x.astype(np.float32, copy=False)}
+    if lam_index is not None:
+        feed[LAM_INDEX_NAME] = np.array([lam_index], dtype=np.int64)
+    return session.run(None, feed)[0]
+
+
+def verify_graph(session: ort.InferenceSession, x: np.ndarray, reference: np.ndarray, label: str,
+                 lam_index: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, float | int]:
+    """Max |Δlogit| and top-1 agreement against the supernet; raises when the graph is not the model."""
+    logits = run_graph(session, x, lam_index)
+    diff = float(np.abs(logits - reference).max())
+    agree = float((logits.argmax(1) == reference.argmax(1)).mean())
+    if not diff <= tolerance:
+        raise ArtifactError(f"{label}: exported graph differs from the supernet by {diff:.3g} (tolerance "
+                            f"{tolerance:g}, top-1 agreement {agree:.3f}); the export is wrong, please report it")
+    return {"max_abs_diff": diff, "top1_agreement": agree, "samples": len(x)}

@@ -1,0 +1,48 @@
+"""`oatdeploy export`: fold every (λ, width) into a plain network, export to ONNX, verify, write the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def format_variants(manifest: dict[str, Any]) -> str:
+    head = f"{'variant':<14} {'params':>9} {'MFLOPs':>8} {'SA':>6} {'RA':>6} {'max|Δlogit|':>12}"
+    lines = [head, "-" * len(head)]
+    for v in manifest["variants"]:
+        m = v["metrics"]
+        sa = "-" if m["clean_acc"] is None else f"{m['clean_acc']:.3f}"
+        ra = "-" if m["robust_acc"] is None else f"{m['robust_acc']:.3f}"
+        lines.append(f"{v['id']:<14} {v['params']:>9,} {v['flops'] / 1e6:>8.1f} {sa:>6} {ra:>6} "
+                     f"{v['verification']['max_abs_diff']:>12.2e}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Deployment folder to (re)write.")
+@click.option("--mode", type=click.Choice(["folded", "shared"]), default="folded", show_default=True,
+              help="folded: one graph per (λ, width); shared: one graph per width with λ as an input.")
+@click.option("--eval-json", type=click.Path(dir_okay=False), default=None,
+              help="SA/RA source (default: eval.json next to the checkpoint, if it matches).")
+@click.option("--evaluate", is_flag=True, help="Compute SA/RA (PGD-20) when no eval.json exists.")
+@click.option("--verify-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Test images used to verify each graph and kept for reduced-precision checks.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Training images saved for int8 calibration on the device.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export(checkpoint: str, out: str, mode: str, eval_json: str | None, evaluate: bool, verify_samples: int,
+           calib_samples: int, data_dir: str | None, quiet: bool) -> None:
+    """Export CHECKPOINT's every (λ, width) as verified ONNX plus manifest.json into OUT."""
+    from oatdeploy.export.pipeline import export_deployment
+
+    manifest = export_deployment(checkpoint, out, mode=mode, eval_json=eval_json, evaluate=evaluate,
+                                 verify_samples=verify_samples, calib_samples=calib_samples, data_dir=data_dir,
+                                 progress=not quiet)
+    click.echo(format_variants(manifest))
+    if manifest["variants"][0]["metrics"]["clean_acc"] is None:
+        click.echo("note: no SA/RA recorded (no eval.json for this checkpoint); run `oatdeploy eval` or pass "
+                   "--evaluate so `select` can use accuracy budgets")
+    click.echo(f"wrote {out}/manifest.json ({len(manifest['variants'])} variants, mode {mode})")
