@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "eval": "oatdeploy.commands.evaluate:evaluate",
     "demo": "oatdeploy.commands.demo:demo",
     "export": "oatdeploy.commands.export:export",
+    "profile": "oatdeploy.commands.profile:profile",
+    "select": "oatdeploy.commands.select:select",
     "bench": "oatdeploy.commands.bench:bench",
 }
 

@@ -1,0 +1,33 @@
+"""`oatdeploy select`: the variant that meets a latency/robustness budget on this device. Torch-free."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+
+@click.command()
+@click.argument("deploy", type=click.Path(file_okay=False))
+@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--min-robust-acc", type=click.FloatRange(0, 1), default=None)
+@click.option("--min-clean-acc", type=click.FloatRange(0, 1), default=None)
+@click.option("--objective", type=click.Choice(["clean", "robust"]), default="clean", show_default=True,
+              help="What the chosen variant maximises within the budget.")
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the chosen variant as JSON.")
+def select(deploy: str, max_latency_ms: float | None, min_robust_acc: float | None, min_clean_acc: float | None,
+           objective: str, backend: str, precision: str, batch: int, as_json: bool) -> None:
+    """Pick the best variant of DEPLOY within the budget (exit 2 when none fits)."""
+    from oatdeploy.runtime import Deployment
+
+    dep = Deployment.load(deploy, backend=backend, precision=precision, batch=batch)
+    v = dep.select(max_latency_ms=max_latency_ms, min_robust_acc=min_robust_acc, min_clean_acc=min_clean_acc,
+                   objective=objective)
+    if as_json:
+        click.echo(json.dumps({**asdict(v), "device_key": dep.key()}))
+    else:
+        click.echo(f"{v.describe()}  [{dep.key()}]")

@@ -1,0 +1,44 @@
+"""Which device we are on, as the key latency profiles are stored under."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+
+@functools.cache
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name (nvidia-smi), or the Jetson model from the device tree."""
+    jetson = Path("/proc/device-tree/model")
+    if jetson.is_file():
+        return jetson.read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=10, check=True).stdout
+        except (subprocess.SubprocessError, OSError):
+            return None
+        return out.splitlines()[0].strip() if out.strip() else None
+    return None
+
+
+@functools.cache
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def device_name(on_gpu: bool) -> str:
+    return (gpu_name() or "unknown GPU") if on_gpu else cpu_name()
+
+
+def latency_key(device: str, backend: str, precision: str, batch: int) -> str:
+    """DESIGN.md's device key: '<device>|<backend>|<precision>|b<batch>'."""
+    return f"{device}|{backend}|{precision}|b{batch}"
