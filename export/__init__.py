@@ -1,1 +1,18 @@
-"""Export side: folded/shared ONNX graphs, their verification, TensorRT engines and the manifest."""
+"""Export side: folded/shared ONNX graphs, their verification, TensorRT engines and the manifest.
+
+`export_deployment` is re-exported lazily so that importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["export_deployment"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "export_deployment":
+        from oatdeploy.export.pipeline import export_deployment
+
+        return export_deployment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

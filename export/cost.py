@@ -1,6 +1,6 @@
 """Parameter count and FLOPs of an exported graph, read from the ONNX file itself.
 
-FLOPs count a multiply-add as two operations (2·MACs) for Conv and Gemm; adds, ReLUs and pooling are
+FLOPs count a multiply-add as two operations (FLOPs = 2·MACs) for Conv and Gemm/MatMul; adds, ReLUs and pooling are
 left out, as is usual, because they are negligible next to the convolutions.
 """
 
@@ -32,6 +32,6 @@ def graph_cost(path: str | Path, input_shape: tuple[int, int, int]) -> tuple[int
             weight = init[node.input[1]]
             out = shapes[node.output[0]]
             flops += 2 * math.prod(out[1:]) * math.prod(weight.shape[1:])
-        elif node.op_type == "Gemm":
+        elif node.op_type in ("Gemm", "MatMul") and node.input[1] in init:
             flops += 2 * math.prod(init[node.input[1]].shape)
     return sum(int(a.size) for a in init.values()), flops

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import onnx
 import torch
-from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, OUTPUT_NAME
 
 from oatdeploy.atomic import atomic_path
+from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, OUTPUT_NAME
 
 OPSET = 17
 

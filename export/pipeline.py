@@ -9,17 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from oatdeploy.export.cost import graph_cost
-from oatdeploy.export.onnx_export import export_onnx
-from oatdeploy.export.verify import DEFAULT_TOLERANCE, cpu_session, verify_graph
-from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, save_manifest
 from tqdm import tqdm
 
 from oatdeploy import data as datasets
@@ -27,13 +23,22 @@ from oatdeploy.atomic import sha256_file
 from oatdeploy.attacks import PGDConfig, pgd_attack
 from oatdeploy.checkpoint import load_supernet
 from oatdeploy.errors import OatError
+from oatdeploy.export import verify
+from oatdeploy.export.cost import graph_cost
+from oatdeploy.export.manifest import (
+    file_entry,
+    metrics_source,
+    new_manifest,
+    variant_entry,
+    variant_id,
+    variant_metrics,
+    write_manifest,
+)
+from oatdeploy.export.onnx_export import export_onnx
+from oatdeploy.runtime.manifest import FILENAME
 from oatdeploy.supernet import Supernet
 
 MODES = ("folded", "shared")
-
-
-def variant_id(lam: float, width: float) -> str:
-    return f"lam{lam:g}-w{width:g}"
 
 
 def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | None) -> dict[str, Any] | None:
@@ -43,19 +48,34 @@ def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | 
         if eval_json:
             raise OatError(f"--eval-json {path} does not exist; run `oatdeploy eval` first")
         return None
-    report = json.loads(path.read_text())
-    if report.get("checkpoint_sha256") != checkpoint_sha:
+    try:
+        report = json.loads(path.read_text())
+        sha, rows = report.get("checkpoint_sha256"), report["results"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        if eval_json:
+            raise OatError(f"{path} is not an eval.json written by `oatdeploy eval`; re-run it") from None
+        tqdm.write(f"warning: ignoring {path}: not an eval.json written by `oatdeploy eval`", file=sys.stderr)
+        return None
+    if sha != checkpoint_sha or not rows:
         if eval_json:
             raise OatError(f"{path} was computed for another checkpoint; re-run `oatdeploy eval {checkpoint}`")
-        tqdm.write(f"note: ignoring {path}: it was computed for another checkpoint")
+        tqdm.write(f"warning: ignoring {path}: it was computed for another checkpoint", file=sys.stderr)
         return None
     return report
 
 
-def save_npz(path: Path, **arrays: np.ndarray) -> dict[str, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
-    return {"sha256": sha256_file(path)}
+def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> dict[str, str]:
+    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / rel, **arrays)
+    return file_entry(folder, rel)
+
+
+def default_permissions(folder: Path) -> None:
+    """mkdtemp/mkstemp create owner-only entries; give the deployment the modes a plain copy would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def swap_in(staging: Path, out: Path) -> None:
@@ -64,7 +84,12 @@ def swap_in(staging: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
-    os.replace(staging, out)
+    try:
+        os.replace(staging, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -76,89 +101,78 @@ def check_target(out: Path) -> None:
 
 def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "folded",
                       eval_json: str | Path | None = None, evaluate: bool = False, verify_samples: int = 256,
-                      calib_samples: int = 512, adv_steps: int = 20, tolerance: float = DEFAULT_TOLERANCE,
-                      data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Export every (λ, width) of a checkpoint; returns the manifest that was written."""
+                      calib_samples: int = 512, adv_steps: int = 20, progress: bool = True, *,
+                      tolerance: float | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Export every (λ, width) of a checkpoint into `out`; returns the manifest that was written.
+
+    `tolerance` (max |Δlogit| under ONNX Runtime, default `verify.DEFAULT_TOLERANCE`) and `data_dir` (default:
+    the run's) are keyword-only extras.
+    """
     if mode not in MODES:
         raise OatError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     checkpoint, out = Path(checkpoint), Path(out)
     check_target(out)
     sn = load_supernet(checkpoint)
     ckpt_sha = sha256_file(checkpoint)
-    cfg = sn.config
-    data_dir = data_dir or cfg.get("data_dir")
-    test = datasets.load_dataset(cfg["dataset"], data_dir=data_dir, split="test", limit=verify_samples)
-    calib = datasets.load_dataset(cfg["dataset"], data_dir=data_dir, split="train", limit=calib_samples)
-    report = load_metrics(checkpoint, ckpt_sha, eval_json)
+    data_dir = data_dir or sn.config.get("data_dir")
+    test = datasets.load_dataset(sn.config["dataset"], data_dir=data_dir, split="test", limit=verify_samples)
+    calib = datasets.load_dataset(sn.config["dataset"], data_dir=data_dir, split="train", limit=calib_samples)
+    report, origin = load_metrics(checkpoint, ckpt_sha, eval_json), str(eval_json or checkpoint.with_name("eval.json"))
     if report is None and evaluate:
         from oatdeploy.evaluate import run_evaluation
 
-        report = run_evaluation(checkpoint, data_dir=data_dir, progress=progress)
+        report, origin = run_evaluation(checkpoint, data_dir=data_dir, progress=progress), "evaluate"
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
-        manifest = build(sn, staging, mode, test, calib, report, adv_steps, tolerance, progress)
-        manifest["source"] = {"checkpoint": checkpoint.name, "checkpoint_sha256": ckpt_sha}
-        save_manifest(staging, manifest)
+        eps = float(sn.config["eps"])
+        manifest = new_manifest(
+            model={"arch": sn.arch, "num_classes": sn.num_classes, "input_shape": list(sn.input_shape),
+                   "lambdas": sn.lambdas, "widths": sn.widths, "input_range": [0.0, 1.0],
+                   "dataset": sn.config["dataset"], "dual_bn": sn.dual_bn},
+            threat_model={"norm": "linf", "eps": eps, "attack": report["attack"]["name"] if report else "pgd",
+                          "steps": report["attack"]["steps"] if report else adv_steps},
+            source={"checkpoint": checkpoint.name, "checkpoint_sha256": ckpt_sha},
+            metrics=metrics_source(report, origin),
+            calibration=save_npz(staging, "calib.npz", x=calib.x.numpy().astype(np.float32)),
+            clean=save_npz(staging, "verify/clean.npz", x=test.x.numpy(), y=test.y.numpy()),
+        )
+        attack = PGDConfig(eps=eps, steps=adv_steps)
+        tol = verify.DEFAULT_TOLERANCE if tolerance is None else tolerance
+        manifest["variants"] = build_variants(sn, staging, mode, test, report, attack, tol, progress)
+        write_manifest(staging, manifest)
+        default_permissions(staging)
         swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
-def build(sn: Supernet, folder: Path, mode: str, test: datasets.ArrayDataset, calib: datasets.ArrayDataset,
-          report: dict[str, Any] | None, adv_steps: int, tolerance: float, progress: bool) -> dict[str, Any]:
-    eps = float(sn.config["eps"])
-    attack = PGDConfig(eps=eps, steps=adv_steps)
-    rows = {(r["lambda"], r["width"]): r for r in (report or {}).get("results", [])}
-    attack_name = f"{report['attack']['name']}-{report['attack']['steps']}" if report else None
-    x_np = test.x.numpy()
-    manifest: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": {"arch": sn.arch, "num_classes": sn.num_classes, "input_shape": list(sn.input_shape),
-                  "lambdas": sn.lambdas, "widths": sn.widths, "input_range": [0.0, 1.0],
-                  "dataset": sn.config["dataset"], "dual_bn": sn.dual_bn},
-        "threat_model": {"norm": "linf", "eps": eps, "attack": report["attack"]["name"] if report else "pgd",
-                         "steps": report["attack"]["steps"] if report else adv_steps},
-        "calibration": {"path": "calib.npz",
-                        **save_npz(folder / "calib.npz", x=calib.x.numpy().astype(np.float32))},
-        "verification": {"clean": {"path": "verify/clean.npz",
-                                   **save_npz(folder / "verify/clean.npz", x=x_np, y=test.y.numpy())}},
-        "variants": [],
-    }
+def build_variants(sn: Supernet, folder: Path, mode: str, test: datasets.ArrayDataset, report: dict[str, Any] | None,
+                   attack: PGDConfig, tolerance: float, progress: bool) -> list[dict[str, Any]]:
+    """Export, verify under ONNX Runtime, cost and attack every (λ, width); one entry each."""
+    x_np, y_np = test.x.numpy(), test.y.numpy()
     pairs = [(lam, w) for w in sn.widths for lam in sn.lambdas]
     sessions: dict[float, Any] = {}
     gen = torch.Generator().manual_seed(0)
+    variants = []
     for lam, w in tqdm(pairs, desc=f"export ({mode})", unit="variant", disable=not progress):
-        vid, li = variant_id(lam, w), sn.lam_index(lam)
+        vid = variant_id(lam, w)
         folded = sn.subnet(lam, w)
         if mode == "folded":
-            rel = f"{vid}.onnx"
+            rel, lam_index = f"{vid}.onnx", None
             export_onnx(folded, folder / rel, sn.input_shape)
-            session, lam_index = cpu_session(folder / rel), None
+            session = verify.cpu_session(folder / rel)
         else:
-            rel = f"w{w:g}.onnx"
+            rel, lam_index = f"w{w:g}.onnx", sn.lam_index(lam)
             if w not in sessions:
                 export_onnx(sn.shared_subnet(w), folder / rel, sn.input_shape, shared=True)
-                sessions[w] = cpu_session(folder / rel)
-            session, lam_index = sessions[w], li
+                sessions[w] = verify.cpu_session(folder / rel)
+            session = sessions[w]
         reference = sn.predict(test.x, lam, w).numpy()
-        check = verify_graph(session, x_np, reference, f"{rel} ({vid})", lam_index, tolerance)
-        params, flops = graph_cost(folder / rel, sn.input_shape)
-        x_adv = pgd_attack(folded, test.x, test.y, attack, generator=gen)
-        row = rows.get((lam, w))
-        variant: dict[str, Any] = {
-            "id": vid, "lambda": lam, "width": w, "mode": mode, "onnx": rel, "sha256": sha256_file(folder / rel),
-            "params": params, "flops": flops,
-            "metrics": {"clean_acc": row["clean_acc"] if row else None,
-                        "robust_acc": row["robust_acc"] if row else None, "attack": attack_name,
-                        "samples": report["num_samples"] if report else 0},
-            "verification": check,
-            "adv_examples": {"path": f"verify/{vid}.npz",
-                             **save_npz(folder / f"verify/{vid}.npz", x_adv=x_adv.numpy(), y=test.y.numpy())},
-            "engines": [], "latency": {},
-        }
-        if lam_index is not None:
-            variant["lam_index"] = lam_index
-        manifest["variants"].append(variant)
-    return manifest
+        check = verify.verify_graph(session, x_np, reference, f"{rel} ({vid})", lam_index, tolerance)
+        x_adv = pgd_attack(folded, test.x, test.y, attack, generator=gen).numpy()
+        save_npz(folder, f"verify/{vid}.npz", x_adv=x_adv, y=y_np)
+        variants.append(variant_entry(folder, lam, w, mode, rel, graph_cost(folder / rel, sn.input_shape),
+                                      variant_metrics(report, lam, w), check, f"verify/{vid}.npz", lam_index))
+    return variants

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
 
 from oatdeploy.errors import ArtifactError
+from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
 
 DEFAULT_TOLERANCE = 1e-3  # fp32 logits; folding itself is exact to ~1e-6
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from oatdeploy.runtime.backends import BACKENDS, get_runner
+
+from oatdeploy.errors import ArtifactError, OatError
+from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
 from oatdeploy.runtime.device import device_name, gpu_name, latency_key
 from oatdeploy.runtime.manifest import load_manifest, save_manifest
 from oatdeploy.runtime.profile import measure
 from oatdeploy.runtime.select import Variant, pareto_front, select
 
-from oatdeploy.errors import ArtifactError, OatError
+if TYPE_CHECKING:
+    from oatdeploy.runtime.backends.base import Runner
+    from oatdeploy.runtime.switcher import Switcher
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -30,7 +35,10 @@ class Deployment:
     def load(cls, folder: str | Path, verify: bool = True, backend: str = "ort", precision: str = "fp32",
              batch: int = 1) -> Deployment:
         folder = Path(folder)
-        return cls(folder, load_manifest(folder, verify=verify), backend, precision, batch)
+        deployment = cls(folder, load_manifest(folder, verify=verify), backend, precision, batch)
+        if backend == "trt":
+            deployment.variants_for()  # refuses engines built for another GPU or TensorRT now, not mid-serve
+        return deployment
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -53,21 +61,41 @@ class Deployment:
         return latency_key(self.device(backend), backend or self.backend, precision or self.precision,
                            batch or self.batch)
 
-    def artifact(self, entry: dict[str, Any], backend: str, precision: str) -> str:
-        """The file that serves a variant: its ONNX, its quantized ONNX, or this precision's engine."""
+    def artifact(self, entry: dict[str, Any], backend: str, precision: str, batch: int | None = None) -> str:
+        """The file that serves a variant: its ONNX, its quantized ONNX, or this device's engine."""
         if backend == "trt":
-            for engine in entry.get("engines") or []:
-                if engine["precision"] == precision:
-                    return engine["path"]
-            raise ArtifactError(f"{entry['id']} has no {precision} TensorRT engine; run `oatdeploy build-engines "
-                                f"{self.folder} --precision {precision}` on this device")
+            return self.engine(entry, precision, batch or self.batch)["path"]
         if precision == "fp32":
             return entry["onnx"]
         quantized = (entry.get("quantized") or {}).get(precision)
         if quantized is None:
-            raise ArtifactError(f"{entry['id']} has no {precision} ONNX model; run `oatdeploy quantize "
-                                f"{self.folder} --precision {precision}`")
+            raise ArtifactError(f"{entry['id']} has no {precision} ONNX model; serve it with --backend trt after "
+                                f"`oatdeploy build-engines {self.folder} --precision {precision}`, or use fp32")
         return quantized["onnx"]
+
+    def engine(self, entry: dict[str, Any], precision: str, batch: int) -> dict[str, Any]:
+        """This precision's engine built on this GPU model with this TensorRT; anything else is refused."""
+        fix = f"run `oatdeploy build-engines {self.folder} --precision {precision}` on this device"
+        engines = [e for e in entry.get("engines") or [] if e.get("precision") == precision]
+        if not engines:
+            raise ArtifactError(f"{entry['id']} has no {precision} TensorRT engine; {fix}")
+        here = gpu_name()
+        local = [e for e in engines if e.get("device") == here]
+        if not local:
+            raise ArtifactError(f"{entry['id']}'s {precision} engine was built for {engines[0].get('device')!r}, "
+                                f"this device is {here or 'not an NVIDIA GPU'!r}; {fix}")
+        version = tensorrt_version()
+        if version is not None:
+            same = [e for e in local if e.get("trt_version") == version]
+            if not same:
+                raise ArtifactError(f"{entry['id']}'s {precision} engine was built with TensorRT "
+                                    f"{local[0].get('trt_version')}, this device has {version}; {fix}")
+            local = same
+        fits = [e for e in local if (e.get("batch_profile") or {}).get("max", batch) >= batch]
+        if not fits:
+            raise ArtifactError(f"{entry['id']}'s {precision} engine takes batches up to "
+                                f"{local[0]['batch_profile']['max']}, not {batch}; {fix} for batches up to {batch}")
+        return max(fits, key=lambda e: e.get("built_at") or "")
 
     def variants_for(self, backend: str | None = None, precision: str | None = None,
                      batch: int | None = None) -> list[Variant]:
@@ -77,12 +105,12 @@ class Deployment:
         out = []
         for e in self.manifest["variants"]:
             metrics = (e.get("precision_metrics") or {}).get(precision) if precision != "fp32" else None
-            metrics = metrics or e["metrics"]
+            metrics = metrics or e.get("metrics") or {}
             latency = (e.get("latency") or {}).get(key)
             out.append(Variant(id=e["id"], lam=e["lambda"], width=e["width"], clean_acc=metrics.get("clean_acc"),
                                robust_acc=metrics.get("robust_acc"),
                                latency_ms=latency["p50_ms"] if latency else None,
-                               artifact=self.artifact(e, backend, precision), lam_index=e.get("lam_index")))
+                               path=self.artifact(e, backend, precision, batch), lam_index=e.get("lam_index")))
         return out
 
     def has_profile(self, backend: str | None = None, precision: str | None = None, batch: int | None = None) -> bool:
@@ -110,38 +138,61 @@ class Deployment:
             x = np.random.default_rng(0).random((1, *self.input_shape), dtype=np.float32)
         return np.resize(x, (batch, *x.shape[1:]))
 
-    def runner(self, variant: Variant, backend: str | None = None, **options: Any) -> Any:
-        return get_runner(backend or self.backend, self.folder / variant.artifact, **options)
+    def runner(self, variant: Variant, backend: str | None = None, **options: Any) -> Runner:
+        return get_runner(backend or self.backend, self.folder / variant.path, **options)
 
     def profile(self, backend: str | None = None, batches: Iterable[int] = (1,), precision: str | None = None,
                 progress: bool = False, **measure_opts: Any) -> list[dict[str, Any]]:
         """Time every variant at each batch size; save p50/p95 in the manifest under this device's key."""
         backend, precision = backend or self.backend, precision or self.precision
-        rows = []
+        if backend == "trt":
+            require_tensorrt()
+        rows: list[dict[str, Any]] = []
         runners: dict[str, Any] = {}
-        todo = [(b, v) for b in batches for v in self.variants_for(backend, precision)]
+        todo = [(b, v) for b in batches for v in self.variants_for(backend, precision, b)]
+        inputs = {b: self.sample_input(b) for b in batches}
         from tqdm import tqdm
 
         try:
             for batch, v in tqdm(todo, desc="profile", unit="variant", disable=not progress):
-                if v.artifact not in runners:
-                    runners[v.artifact] = self.runner(v, backend)
-                stats = measure(runners[v.artifact], self.sample_input(batch), v.lam_index, **measure_opts)
+                if v.path not in runners:
+                    runners[v.path] = self.runner(v, backend)
+                stats = measure(runners[v.path], inputs[batch], v.lam_index, **measure_opts)
                 key = self.key(backend, precision, batch)
-                entry = next(e for e in self.manifest["variants"] if e["id"] == v.id)
-                entry.setdefault("latency", {})[key] = {"backend": backend, "batch": batch, "precision": precision,
-                                                        **stats}
-                rows.append({"id": v.id, "key": key, **stats})
+                rows.append({"id": v.id, "key": key, "backend": backend, "batch": batch, "precision": precision,
+                             **stats})
         finally:
             for r in runners.values():
                 r.close()
-        save_manifest(self.folder, self.manifest)
+        self.save_latency(rows)
         return rows
 
-    def switcher(self, backend: str | None = None, precision: str | None = None, **options: Any) -> Any:
+    def save_latency(self, rows: list[dict[str, Any]]) -> None:
+        """Merge measurements into the manifest as it is on disk now (another tool may have written it since)."""
+        manifest = load_manifest(self.folder, verify=False)
+        entries = {e["id"]: e for e in manifest["variants"]}
+        for r in rows:
+            entries[r["id"]].setdefault("latency", {})[r["key"]] = {
+                k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs")}
+        save_manifest(self.folder, manifest)
+        self.manifest = manifest
+
+    def switcher(self, backend: str | None = None, precision: str | None = None, **options: Any) -> Switcher:
+        """Serve this deployment: every variant preloaded (or `max_loaded` of them), budget via **options."""
         from oatdeploy.runtime.switcher import Switcher
 
+        if (backend or self.backend) == "trt":
+            require_tensorrt()
         return Switcher(self, backend or self.backend, precision or self.precision, **options)
+
+
+def tensorrt_version() -> str | None:
+    """The TensorRT here, when its Python bindings are installed (engines are tied to it)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    import tensorrt
+
+    return str(tensorrt.__version__)
 
 
 def check_backend(backend: str) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 @functools.cache
 def gpu_name() -> str | None:
     """The first NVIDIA GPU's name (nvidia-smi), or the Jetson model from the device tree."""
-    jetson = Path("/proc/device-tree/model")
-    if jetson.is_file():
-        return jetson.read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
+    board = board_model()
+    if board and ("jetson" in board.lower() or Path("/etc/nv_tegra_release").is_file()):
+        return board
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
@@ -26,12 +26,25 @@ def gpu_name() -> str | None:
 
 
 @functools.cache
+def board_model() -> str | None:
+    """The board name an ARM device tree gives (a Jetson, a Raspberry Pi), if any."""
+    model = Path("/proc/device-tree/model")
+    if not model.is_file():
+        return None
+    return model.read_bytes().rstrip(b"\x00").decode(errors="replace").strip() or None
+
+
+@functools.cache
 def cpu_name() -> str:
+    """The CPU model (x86 cpuinfo), else the board's CPU (ARM cpuinfo has no model name), else the arch."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
+    board = board_model()
+    if board:
+        return f"{board} CPU"
     return platform.processor() or platform.machine()
 
 

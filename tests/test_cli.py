@@ -54,3 +54,15 @@ def test_eval_on_a_checkpoint_whose_data_is_missing(tiny_ckpt: Path, tmp_path: P
 def test_help_and_version_exit_0() -> None:
     assert oatdeploy_cli("--help").returncode == 0
     assert "oatdeploy" in oatdeploy_cli("--version").stdout
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = oatdeploy_cli("demo", "--out", str(tmp_path / "demo"), "--max-steps", "4", "--eval-limit", "32",
+                           timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("train", "eval", "export", "profile", "select"):
+        assert f"== {stage}" in result.stdout
+    assert (tmp_path / "demo" / "run" / "eval.json").is_file()
+    manifest = json.loads((tmp_path / "demo" / "deploy" / "manifest.json").read_text())
+    assert len(manifest["variants"]) == 12 and all(v["latency"] for v in manifest["variants"])
+    assert "max_latency_ms=" in result.stdout

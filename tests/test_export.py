@@ -10,15 +10,16 @@ import onnx
 import pytest
 import torch
 from conftest import oatdeploy_cli, train_run
-from oatdeploy.export.onnx_export import export_onnx, op_types
-from oatdeploy.export.pipeline import export_deployment
-from oatdeploy.export.verify import cpu_session, run_graph, verify_graph
-from oatdeploy.runtime.manifest import load_manifest
 from onnx import numpy_helper
 
 import oatdeploy
 from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import ArtifactError
+from oatdeploy.export import verify
+from oatdeploy.export.onnx_export import export_onnx, op_types
+from oatdeploy.export.pipeline import export_deployment
+from oatdeploy.export.verify import cpu_session, run_graph, verify_graph
+from oatdeploy.runtime.manifest import load_manifest
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +71,17 @@ def test_random_init_export_is_exact(arch: str, shape: tuple[int, int, int], tmp
     sn = randomized_supernet(arch, shape[0], shape[1])
     x = torch.rand(2, *shape)
     for w in WIDTHS:
+        shared_path = export_onnx(sn.shared_subnet(w), tmp_path / f"shared-{w}.onnx", shape, shared=True)
+        assert "BatchNormalization" not in op_types(shared_path)
         for lam in LAMBDAS:
+            reference = sn.predict(x, lam, w).numpy()
             path = export_onnx(sn.subnet(lam, w), tmp_path / f"{lam}-{w}.onnx", shape)
-            diff = np.abs(run_graph(cpu_session(path), x.numpy()) - sn.predict(x, lam, w).numpy()).max()
+            ops = op_types(path)
+            assert "BatchNormalization" not in ops and ops.count("Gemm") + ops.count("MatMul") <= 1, ops
+            diff = np.abs(run_graph(cpu_session(path), x.numpy()) - reference).max()
             assert diff < 1e-4, (arch, lam, w, diff)
+            shared_out = run_graph(cpu_session(shared_path), x.numpy(), sn.lam_index(lam))
+            assert np.abs(shared_out - reference).max() < 1e-4, (arch, "shared", lam, w)
 
 
 def test_verification_catches_a_corrupted_weight(folded: Path, trained_run: Path, tmp_path: Path) -> None:
@@ -94,28 +102,46 @@ def test_verification_catches_a_corrupted_weight(folded: Path, trained_run: Path
 
 def test_manifest_round_trip(folded: Path, trained_run: Path) -> None:
     manifest = json.loads((folded / "manifest.json").read_text())
+    assert manifest == load_manifest(folded)  # the runtime reader accepts it and every sha256 matches
     assert manifest["format"] == "oatdeploy-manifest" and manifest["version"] == 1
+    assert set(manifest) >= {"model", "threat_model", "source", "calibration", "verification", "metrics_source"}
     assert manifest["model"]["input_shape"] == [1, 28, 28] and manifest["model"]["lambdas"] == [0.0, 0.4, 1.0]
+    assert manifest["model"]["input_range"] == [0.0, 1.0] and manifest["model"]["dataset"] == "fmnist-mini"
     assert manifest["threat_model"] == {"norm": "linf", "eps": 0.1, "attack": "pgd", "steps": 5}
-    assert manifest["source"]["checkpoint_sha256"] == sha256_file(trained_run / "supernet.pt")
+    assert manifest["source"] == {"checkpoint": "supernet.pt",
+                                  "checkpoint_sha256": sha256_file(trained_run / "supernet.pt")}
+    assert manifest["metrics_source"]["attack"]["steps"] == 5 and manifest["metrics_source"]["num_samples"] == 128
+    for entry in (manifest["calibration"], manifest["verification"]["clean"]):
+        assert entry["sha256"] == sha256_file(folded / entry["path"])
+    calib, clean = np.load(folded / "calib.npz"), np.load(folded / "verify/clean.npz")
+    assert calib["x"].dtype == np.float32 and calib["x"].shape == (32, 1, 28, 28)
+    assert clean["x"].shape == (64, 1, 28, 28) and clean["y"].dtype == np.int64
     eval_rows = {(r["lambda"], r["width"]): r for r in json.loads((trained_run / "eval.json").read_text())["results"]}
     for v in manifest["variants"]:
+        assert v["id"] == f"lam{v['lambda']:g}-w{v['width']:g}" and v["mode"] == "folded" and "lam_index" not in v
         assert v["sha256"] == sha256_file(folded / v["onnx"])
+        assert v["adv_examples"]["sha256"] == sha256_file(folded / v["adv_examples"]["path"])
         assert v["params"] > 0 and v["flops"] > 0 and v["engines"] == [] and v["latency"] == {}
         assert v["metrics"]["clean_acc"] == eval_rows[v["lambda"], v["width"]]["clean_acc"]
+        assert v["metrics"]["robust_acc"] == eval_rows[v["lambda"], v["width"]]["robust_acc"]
         assert v["metrics"]["attack"] == "pgd-5"
         adv = np.load(folded / v["adv_examples"]["path"])
-        clean = np.load(folded / "verify/clean.npz")
-        assert np.abs(adv["x_adv"] - clean["x"]).max() <= 0.1 + 1e-6
+        assert np.abs(adv["x_adv"] - clean["x"]).max() <= 0.1 + 1e-6 and (adv["y"] == clean["y"]).all()
     small = {v["width"]: v["flops"] for v in manifest["variants"]}
     assert small[0.5] < small[1.0] / 2
 
 
-def test_failed_export_leaves_the_good_deployment_untouched(folded: Path, trained_run: Path) -> None:
+def test_failed_export_leaves_the_good_deployment_untouched(folded: Path, trained_run: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     before = {p: p.read_bytes() for p in folded.rglob("*") if p.is_file()}
-    with pytest.raises(ArtifactError):
+    monkeypatch.setattr(verify, "DEFAULT_TOLERANCE", -1.0)  # every graph now fails verification, late in the export
+    with pytest.raises(ArtifactError, match="differs from the supernet"):
         export_deployment(trained_run / "supernet.pt", folded, verify_samples=8, calib_samples=8, adv_steps=1,
-                          tolerance=-1.0, progress=False)
+                          progress=False)
+    bad = tmp_path / "supernet.pt"
+    bad.write_bytes((trained_run / "supernet.pt").read_bytes()[:5000])  # a truncated checkpoint
+    with pytest.raises(ArtifactError, match="not a readable oatdeploy checkpoint"):
+        export_deployment(bad, folded, progress=False)
     assert {p: p.read_bytes() for p in folded.rglob("*") if p.is_file()} == before
     assert [p.name for p in folded.parent.iterdir() if p.name.startswith(".")] == []
 
@@ -133,12 +159,18 @@ def test_export_refuses_to_replace_a_folder_that_is_not_a_deployment(trained_run
     (["{tmp}/junk.pt", "--out", "{tmp}/d"], "not a readable oatdeploy checkpoint"),
     (["{ckpt}", "--out", "{tmp}/d", "--mode", "both"], "--mode"),
     (["{ckpt}", "--out", "{tmp}/d", "--eval-json", "{tmp}/none.json"], "does not exist"),
+    (["{ckpt}", "--out", "{tmp}/d", "--eval-json", "{tmp}/junk.pt"], "not an eval.json"),
+    (["{ckpt}", "--out", "{tmp}/d", "--verify-samples", "0"], "--verify-samples"),
 ])
 def test_export_bad_input_exits_2(args: list[str], needle: str, tmp_path: Path, tiny_ckpt: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"junk")
     result = oatdeploy_cli("export", *[a.replace("{tmp}", str(tmp_path)).replace("{ckpt}", str(tiny_ckpt))
                                        for a in args])
-    assert result.returncode == 2 and needle in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    # Our own errors are one line; click's usage errors add its usual usage lines around one "Error:" line.
+    assert len([line for line in result.stderr.splitlines() if needle in line]) == 1, result.stderr
+    if not needle.startswith("--"):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "d").exists()
 
 
@@ -149,3 +181,4 @@ def test_a_stale_eval_json_is_ignored(tiny_ckpt: Path, trained_run: Path, tmp_pa
     manifest = export_deployment(run / "supernet.pt", tmp_path / "d", verify_samples=4, calib_samples=4,
                                  adv_steps=1, progress=False)
     assert manifest["variants"][0]["metrics"]["clean_acc"] is None
+    assert manifest["metrics_source"]["origin"] is None and "oatdeploy eval" in manifest["metrics_source"]["note"]

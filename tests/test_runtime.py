@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import oatdeploy_cli
+
+from oatdeploy.atomic import sha256_file
+from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime import Deployment, NoFeasibleVariant, Variant, pareto_front, select
 from oatdeploy.runtime.backends.base import Runner
-
-from oatdeploy.errors import ArtifactError, OatError
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +33,40 @@ def deploy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def shared_deploy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from oatdeploy.export.pipeline import export_deployment
+
+    out = tmp_path_factory.mktemp("rt") / "shared"
+    export_deployment(trained_run / "supernet.pt", out, mode="shared", verify_samples=16, calib_samples=8,
+                      adv_steps=1, progress=False)
+    return out
+
+
 @pytest.fixture()
 def copy(deploy: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(deploy, tmp_path / "copy"))
 
 
-def test_runtime_works_with_torch_blocked(deploy: Path) -> None:
+def test_runtime_works_with_torch_blocked(deploy: Path, shared_deploy: Path) -> None:
     code = f"""
 import sys
 sys.modules["torch"] = None
 from oatdeploy.runtime import Deployment
-dep = Deployment.load({str(deploy)!r})
-dep.profile(batches=(2,), min_runs=5, min_seconds=0.0, warmup=1)
-v = dep.select(min_robust_acc=0.0, max_latency_ms=1e6)
-sw = dep.switcher(min_robust_acc=0.0)
-out = sw(dep.sample_input(3))
-assert out.shape == (3, 10), out.shape
+for folder in ({str(deploy)!r}, {str(shared_deploy)!r}):
+    dep = Deployment.load(folder)
+    dep.profile(batches=(1, 2), min_runs=5, min_seconds=0.0, warmup=1)
+    v = dep.select(min_robust_acc=0.0, max_latency_ms=1e6, batch=2)
+    sw = dep.switcher(min_robust_acc=0.0)
+    for u in dep.variants:
+        sw.use(u)
+        assert sw(dep.sample_input(3)).shape == (3, 10)
+from click.testing import CliRunner
+from oatdeploy.cli import cli
+for args in (["profile", folder, "--runs", "5", "--quiet"], ["select", folder, "--max-latency-ms", "1000"],
+             ["bench", "latency", folder, "--runs", "5", "--json"]):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)
 print("ok", v.id)
 """
@@ -58,20 +77,26 @@ print("ok", v.id)
 def random_variants(rng: random.Random, n: int) -> list[Variant]:
     return [Variant(id=f"v{i}", lam=0.0, width=1.0, clean_acc=round(rng.uniform(0.5, 1), 2),
                     robust_acc=round(rng.uniform(0, 0.8), 2), latency_ms=round(rng.uniform(0.5, 5), 1),
-                    artifact=f"v{i}.onnx") for i in range(n)]
+                    path=f"v{i}.onnx") for i in range(n)]
 
 
 def test_selection_equals_brute_force() -> None:
     rng = random.Random(0)
-    for _ in range(500):
+    for _ in range(2000):
         variants = random_variants(rng, rng.randint(1, 12))
         lat, ra = rng.choice([None, rng.uniform(0.5, 5)]), rng.choice([None, rng.uniform(0, 0.8)])
         sa, objective = rng.choice([None, rng.uniform(0.5, 1)]), rng.choice(["clean", "robust"])
-        ok = [v for v in variants if (lat is None or v.latency_ms <= lat) and (ra is None or v.robust_acc >= ra)
-              and (sa is None or v.clean_acc >= sa)]
+        meets = {"latency": {v.id for v in variants if lat is None or v.latency_ms <= lat},
+                 "robust accuracy": {v.id for v in variants if ra is None or v.robust_acc >= ra},
+                 "clean accuracy": {v.id for v in variants if sa is None or v.clean_acc >= sa}}
+        ok = [v for v in variants if all(v.id in m for m in meets.values())]
         if not ok:
-            with pytest.raises(NoFeasibleVariant):
+            with pytest.raises(NoFeasibleVariant) as info:
                 select(variants, lat, ra, sa, objective)
+            named = [name for name in meets if f"{name} bind" in str(info.value) or f"and {name}" in str(info.value)]
+            assert named, str(info.value)
+            if "even alone" in str(info.value):
+                assert not meets[named[0]]
             continue
         best = max((v.clean_acc if objective == "clean" else v.robust_acc) for v in ok)
         fastest = min(v.latency_ms for v in ok if (v.clean_acc if objective == "clean" else v.robust_acc) == best)
@@ -95,8 +120,11 @@ def test_infeasible_names_the_binding_constraint_and_the_closest() -> None:
     variants = [Variant("fast", 0, 0.5, 0.9, 0.2, 1.0, "a"), Variant("robust", 1, 1, 0.8, 0.7, 4.0, "b")]
     with pytest.raises(NoFeasibleVariant, match=r"latency binds; the closest is robust"):
         select(variants, max_latency_ms=3.5, min_robust_acc=0.6)
-    with pytest.raises(NoFeasibleVariant, match=r"robust accuracy binds"):
-        select(variants, min_robust_acc=0.75)
+    with pytest.raises(NoFeasibleVariant, match=r"robust accuracy binds, no variant reaches it even alone; "
+                                                 r"the closest is robust .*relax min_robust_acc"):
+        select(variants, min_robust_acc=0.75, max_latency_ms=10.0)
+    with pytest.raises(NoFeasibleVariant, match=r"latency binds, .*closest is fast \(SA 0.900, RA 0.200, p50 1.000"):
+        select(variants, max_latency_ms=0.5)
     assert select(variants, max_latency_ms=2.0).id == "fast"
     assert select(variants, objective="robust").id == "robust"
 
@@ -182,7 +210,7 @@ def test_drift_reselects_when_p95_leaves_the_budget(deploy: Path) -> None:
 
     def factory(v: Variant) -> Runner:
         runner = dep.runner(v)
-        return SlowRunner(runner, 0.06) if v.artifact == best.artifact else runner
+        return SlowRunner(runner, 0.06) if v.path == best.path else runner
 
     sw = dep.switcher(max_latency_ms=budget, min_robust_acc=0.0, window=5, runner_factory=factory)
     assert sw.current.id == best.id
@@ -194,14 +222,131 @@ def test_drift_reselects_when_p95_leaves_the_budget(deploy: Path) -> None:
     assert sw.current.id != best.id
 
 
-def test_memory_cap_loads_fewer(deploy: Path) -> None:
+class TrackedRunner(Runner):
+    """A real runner that fails loudly if it is used after being closed."""
+
+    def __init__(self, inner: Runner) -> None:
+        super().__init__(inner.path)
+        self.inner, self.closed = inner, False
+
+    def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
+        assert not self.closed, "inference on a closed runner"
+        out = self.inner.infer(x, lam_index)
+        assert not self.closed, "runner closed while a call was in flight"
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_memory_cap_loads_fewer_and_never_closes_a_runner_in_use(deploy: Path) -> None:
     dep = Deployment.load(deploy)
-    sw = dep.switcher(max_loaded=2)
-    assert len(sw._runners) == 1
-    for v in dep.variants:
-        sw.use(v)
-        assert len(sw._runners) <= 2
-    assert sw(dep.sample_input(1)).shape == (1, 10)
+    made: list[TrackedRunner] = []
+
+    def factory(v: Variant) -> Runner:
+        made.append(TrackedRunner(dep.runner(v)))
+        return made[-1]
+
+    sw = dep.switcher(max_loaded=2, runner_factory=factory, history=1000)
+    assert len(made) == 2
+    x = dep.sample_input(2)
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            for _ in range(25):
+                sw(x)
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    workers = [threading.Thread(target=serve) for _ in range(4)]
+    for t in workers:
+        t.start()
+    while any(t.is_alive() for t in workers):
+        for v in dep.variants:
+            sw.use(v)
+    for t in workers:
+        t.join()
+    assert not failures, failures
+    assert sum(not r.closed for r in made) <= 2 and len(made) > 2
+    assert len(sw.served) == 100
+
+
+def test_shared_mode_serves_the_same_function_with_one_graph_per_width(deploy: Path, shared_deploy: Path) -> None:
+    folded, shared = Deployment.load(deploy), Deployment.load(shared_deploy)
+    assert {v.id for v in folded.variants} == {v.id for v in shared.variants}
+    assert len({v.path for v in shared.variants}) == 2
+    x = shared.sample_input(8)
+    sw = shared.switcher(history=100)
+    assert len(sw._runners) == 2
+    for v in folded.variants:
+        sw.use(v.id)
+        with folded.runner(v) as r:
+            np.testing.assert_allclose(sw(x), r.infer(x), atol=1e-4)
+    assert list(sw.served) == [v.id for v in folded.variants]
+
+
+def test_switching_takes_microseconds(deploy: Path) -> None:
+    sw = Deployment.load(deploy).switcher()
+    ids = [v.id for v in sw.variants]
+    times = []
+    for i in range(2000):
+        t0 = time.perf_counter()
+        sw.use(ids[i % len(ids)])
+        times.append(time.perf_counter() - t0)
+    median_us = 1e6 * float(np.median(times))
+    print(f"median switch time {median_us:.1f} µs")
+    assert median_us < 200
+
+
+def test_set_budget_switches_now_and_keeps_the_old_budget_when_infeasible(deploy: Path) -> None:
+    dep = Deployment.load(deploy)
+    sw = dep.switcher(objective="clean", min_robust_acc=0.0)
+    assert sw.current.id == dep.select(min_robust_acc=0.0).id
+    top_ra = max(v.robust_acc for v in dep.variants)
+    chosen = sw.set_budget(min_robust_acc=top_ra)
+    assert sw.current is chosen and chosen.robust_acc == top_ra
+    with pytest.raises(NoFeasibleVariant, match="robust accuracy binds"):
+        sw.set_budget(min_robust_acc=1.01)
+    assert sw.budget["min_robust_acc"] == top_ra and sw.current is chosen
+    with pytest.raises(TypeError, match="unknown budget"):
+        sw.set_budget(max_latency=3)
+
+
+def test_profiles_of_several_devices_live_side_by_side(copy: Path) -> None:
+    from oatdeploy.runtime.device import cpu_name
+
+    manifest = json.loads((copy / "manifest.json").read_text())
+    other = "NVIDIA Jetson Orin Nano|trt|fp16|b1"
+    manifest["variants"][0]["latency"][other] = {"backend": "trt", "batch": 1, "precision": "fp16", "p50_ms": 0.3,
+                                                 "p95_ms": 0.4}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    dep = Deployment.load(copy)
+    rows = dep.profile(batches=(1, 4), min_runs=5, min_seconds=0.0, warmup=1)
+    assert {r["key"] for r in rows} == {f"{cpu_name()}|ort|fp32|b1", f"{cpu_name()}|ort|fp32|b4"}
+    saved = json.loads((copy / "manifest.json").read_text())["variants"][0]["latency"]
+    assert other in saved and saved[f"{cpu_name()}|ort|fp32|b4"]["batch"] == 4
+    assert all(r["p50_ms"] <= r["p95_ms"] and r["runs"] >= 5 for r in rows)
+    assert not list(copy.glob(".manifest.json.*")), "a temporary file was left behind"
+    assert dep.select(max_latency_ms=1e6, batch=4).latency_ms == max(
+        (v for v in dep.variants_for(batch=4)), key=lambda v: v.clean_acc).latency_ms
+
+
+def test_engines_built_elsewhere_are_refused(copy: Path) -> None:
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "engines").mkdir()
+    for v in manifest["variants"]:
+        engine = copy / "engines" / f"{v['id']}.fp16.plan"
+        engine.write_bytes(b"not really an engine")
+        v["engines"] = [{"path": f"engines/{engine.name}", "precision": "fp16", "sha256": sha256_file(engine),
+                         "trt_version": "10.3.0", "device": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7",
+                         "batch_profile": {"min": 1, "opt": 1, "max": 8}, "built_at": "2026-01-01T00:00:00"}]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert Deployment.load(copy).variants  # ONNX Runtime ignores engines
+    with pytest.raises(ArtifactError, match=r"built for 'NVIDIA Jetson AGX Orin'.*oatdeploy build-engines"):
+        Deployment.load(copy, backend="trt", precision="fp16")
+    with pytest.raises(ArtifactError, match=r"no fp32 TensorRT engine"):
+        Deployment.load(copy, backend="trt")
 
 
 def test_cli_profile_and_select(copy: Path, tmp_path: Path) -> None:
@@ -216,3 +361,10 @@ def test_cli_profile_and_select(copy: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "no manifest.json" in result.stderr
     result = oatdeploy_cli("profile", str(copy), "--backend", "trt")
     assert result.returncode == 2 and "TensorRT" in result.stderr and "Traceback" not in result.stderr
+    result = oatdeploy_cli("bench", "latency", str(copy), "--runs", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["variants"]) == 6 and all(r["p50_ms"] > 0 for r in report["variants"])
+    (copy / "manifest.json").write_text("{not json")
+    result = oatdeploy_cli("select", str(copy), "--min-robust-acc", "0.1")
+    assert result.returncode == 2 and "not valid JSON" in result.stderr and "Traceback" not in result.stderr

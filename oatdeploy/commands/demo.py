@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from oatdeploy.runtime import Deployment
 
 # Sized for a 2-core CPU: an OATS resnet20 with two widths, PGD-3 training, PGD-10 evaluation on 500 images.
 DEMO_TRAIN = {"dataset": "fmnist-mini", "arch": "resnet20", "widths": [0.5, 1.0], "epochs": 4, "batch_size": 64,
               "pgd_steps": 3, "lr": 0.05}
 DEMO_EVAL = {"pgd_steps": 10, "limit": 500}
+
+
+def example_budgets(dep: Deployment) -> list[dict[str, float]]:
+    """Two budgets read off this machine's profile: a relaxed one, and a tight one only the fastest variants meet."""
+    latencies = [v.latency_ms for v in dep.variants]
+    robust = max(v.robust_acc for v in dep.variants)
+    return [{"max_latency_ms": 2 * max(latencies), "min_robust_acc": 0.5 * robust},
+            {"max_latency_ms": 1.1 * min(latencies), "min_robust_acc": 0.9 * robust}]
 
 
 def stage(name: str) -> None:
@@ -27,7 +39,11 @@ def stage(name: str) -> None:
 def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: int) -> None:
     """Train an OATS supernet on the embedded data, evaluate it, export, profile and select."""
     from oatdeploy.atomic import atomic_write_json
+    from oatdeploy.commands.export import format_variants
+    from oatdeploy.commands.profile import format_profile
     from oatdeploy.evaluate import format_table, run_evaluation
+    from oatdeploy.export.pipeline import export_deployment
+    from oatdeploy.runtime import Deployment, NoFeasibleVariant
     from oatdeploy.trainer import TrainConfig, train
 
     t0 = time.perf_counter()
@@ -39,4 +55,20 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     report = run_evaluation(ckpt, pgd_steps=DEMO_EVAL["pgd_steps"], limit=eval_limit)
     atomic_write_json(run / "eval.json", report)
     click.echo(format_table(report))
+
+    deploy = Path(out) / "deploy"
+    stage("export: fold BN and FiLM into every (λ, width), ONNX, verified under ONNX Runtime")
+    manifest = export_deployment(ckpt, deploy, verify_samples=eval_limit, adv_steps=DEMO_EVAL["pgd_steps"])
+    click.echo(format_variants(manifest))
+
+    stage("profile: latency of every variant on this machine (ONNX Runtime, batch 1)")
+    dep = Deployment.load(deploy)
+    click.echo(format_profile(dep.profile(batches=(1,))))
+    stage("select: the best clean accuracy within a budget")
+    for budget in example_budgets(dep):
+        try:
+            chosen = dep.select(**budget).describe()
+        except NoFeasibleVariant as e:
+            chosen = f"none: {e}"
+        click.echo(f"{', '.join(f'{k}={v:.3g}' for k, v in budget.items())}: {chosen}")
     click.echo(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {out}/")

@@ -42,7 +42,11 @@ def export(checkpoint: str, out: str, mode: str, eval_json: str | None, evaluate
                                  verify_samples=verify_samples, calib_samples=calib_samples, data_dir=data_dir,
                                  progress=not quiet)
     click.echo(format_variants(manifest))
-    if manifest["variants"][0]["metrics"]["clean_acc"] is None:
-        click.echo("note: no SA/RA recorded (no eval.json for this checkpoint); run `oatdeploy eval` or pass "
-                   "--evaluate so `select` can use accuracy budgets")
+    source = manifest["metrics_source"]
+    if source["origin"] is None:
+        click.echo(f"note: {source['note']} (so `select` can use accuracy budgets)")
+    else:
+        attack = source["attack"]
+        click.echo(f"SA/RA from {source['origin']} ({attack['name']}-{attack['steps']}, eps {attack['eps']:g}, "
+                   f"{source['num_samples']} test images)")
     click.echo(f"wrote {out}/manifest.json ({len(manifest['variants'])} variants, mode {mode})")

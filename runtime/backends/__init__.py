@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
+from oatdeploy.errors import OatError
 from oatdeploy.runtime.backends.base import Runner
 
-from oatdeploy.errors import OatError
-
 BACKENDS = ("ort", "trt")
+
+
+def require_tensorrt() -> None:
+    """Say how to install TensorRT before anything tries to import it."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise OatError("TensorRT is not installed: install JetPack's python3-libnvinfer on a Jetson, or "
+                       "`pip install tensorrt` on a desktop GPU; or use --backend ort")
 
 
 def get_runner(backend: str, path: str | Path, **options: Any) -> Runner:
@@ -19,10 +26,11 @@ def get_runner(backend: str, path: str | Path, **options: Any) -> Runner:
 
         return OrtRunner(path, **options)
     if backend == "trt":
+        require_tensorrt()
         try:
             from oatdeploy.runtime.backends.trt import TrtRunner
         except ImportError as e:
-            raise OatError(f"the TensorRT backend is unavailable ({e}); on a Jetson install JetPack's "
-                           "python3-libnvinfer, elsewhere `pip install tensorrt cuda-python`") from None
+            raise OatError(f"the TensorRT backend could not be loaded ({e}); reinstall TensorRT's Python "
+                           "bindings (JetPack's python3-libnvinfer, or `pip install tensorrt`)") from None
         return TrtRunner(path, **options)
     raise OatError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -6,16 +6,43 @@ import functools
 from pathlib import Path
 
 import numpy as np
+
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, Runner
+
+QUIET = 3  # ORT log severity: errors only (its warnings about unused providers are noise to a user)
+SILENT = 4  # fatal only: for the CUDA probe, whose failure is an expected answer, not an error
+
+
+def _probe_model() -> bytes:
+    """A one-node Identity graph: the cheapest thing a CUDA session can be asked to load."""
+    from onnx import TensorProto, helper
+
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", value[:1], value[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 @functools.cache
 def cuda_usable() -> bool:
-    """onnxruntime-gpu lists the CUDA provider even with no GPU; ask for it only where a GPU answers."""
+    """onnxruntime-gpu lists the CUDA provider even with no GPU or CUDA libraries: load a session and see."""
     import onnxruntime as ort
+
     from oatdeploy.runtime.device import gpu_name
 
-    return "CUDAExecutionProvider" in ort.get_available_providers() and gpu_name() is not None
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or gpu_name() is None:
+        return False
+    opts = ort.SessionOptions()
+    opts.log_severity_level = SILENT
+    ort.set_default_logger_severity(SILENT)
+    try:
+        session = ort.InferenceSession(_probe_model(), opts, providers=["CUDAExecutionProvider"])
+        return "CUDAExecutionProvider" in session.get_providers()
+    except Exception:  # any failure to bring CUDA up means: serve on the CPU
+        return False
+    finally:
+        ort.set_default_logger_severity(QUIET)
 
 
 class OrtRunner(Runner):
@@ -27,8 +54,10 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         super().__init__(path)
+        if device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"device must be auto, cuda or cpu, got {device!r}")
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = QUIET
         if threads:
             opts.intra_op_num_threads = threads
         use_cuda = device == "cuda" or (device == "auto" and cuda_usable())

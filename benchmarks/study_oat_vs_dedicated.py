@@ -1,0 +1,201 @@
+"""The paper's claim on real data: one OAT supernet switched by λ vs a dedicated model per λ.
+
+    sudo apt-get install dataset-fashion-mnist
+    python benchmarks/study_oat_vs_dedicated.py --preset cpu      # under an hour on a 2-core CPU
+    python benchmarks/study_oat_vs_dedicated.py --preset gpu      # the full protocol
+
+Every run uses the same data, epochs, ε = 0.1, PGD-7 training and PGD-20 evaluation:
+  - oat:        the OAT supernet, λ ∈ {0, 0.1, 0.2, 0.3, 0.4, 1}, dual BN;
+  - oat-1bn:    the same with one BN for all samples (the paper's ablation);
+  - dedicated:  one model per λ, trained with that λ alone. λ = 0 is standard training and λ = 1
+                PGD adversarial training; for 0 < λ < 1 every sample carries the loss
+                (1 − λ)·CE(clean) + λ·CE(adv) (no λ = 0 share, so only the adversarial BN is used);
+  - oats:       an OATS supernet (widths 0.5, 0.75, 1) against dedicated models at two widths.
+Runs are folders under --runs (default benchmarks/runs/, git-ignored); a finished run (supernet.pt and
+eval.json) is skipped, so an interrupted study continues where it stopped. Results go to
+benchmarks/results/oat_vs_dedicated_<preset>.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oatdeploy.atomic import atomic_write_json
+from oatdeploy.evaluate import run_evaluation
+from oatdeploy.runtime.device import cpu_name, gpu_name
+from oatdeploy.trainer import TrainConfig, train
+
+LAMBDAS = [0.0, 0.1, 0.2, 0.3, 0.4, 1.0]
+PRESETS: dict[str, dict[str, Any]] = {
+    # Sized for a 2-core CPU: half-width ResNet-20 for the λ study, 10k training and 1k test images.
+    "cpu": {"arch": "resnet20", "width": 0.5, "train_limit": 10_000, "test_limit": 1000, "epochs": 3,
+            "seeds": [0, 1], "oats_widths": [0.5, 0.75, 1.0], "oats_epochs": 2, "oats_lambdas_dedicated": [0.0, 1.0]},
+    "gpu": {"arch": "resnet20", "width": 1.0, "train_limit": None, "test_limit": None, "epochs": 20,
+            "seeds": [0, 1, 2], "oats_widths": [0.5, 0.75, 1.0], "oats_epochs": 20,
+            "oats_lambdas_dedicated": LAMBDAS},
+    "smoke": {"arch": "resnet20", "width": 0.5, "train_limit": 256, "test_limit": 64, "epochs": 1, "seeds": [0],
+              "oats_widths": [0.5, 1.0], "oats_epochs": 1, "oats_lambdas_dedicated": [0.0, 1.0]},
+}
+
+
+def plan(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every training run of the protocol: name, group, λs, widths, dual BN, seed, epochs."""
+    runs = []
+    for seed in p["seeds"]:
+        runs.append({"name": f"oat-s{seed}", "group": "oat", "lambdas": LAMBDAS, "widths": [p["width"]],
+                     "dual_bn": True, "seed": seed, "epochs": p["epochs"]})
+        runs.append({"name": f"oat-1bn-s{seed}", "group": "oat-1bn", "lambdas": LAMBDAS, "widths": [p["width"]],
+                     "dual_bn": False, "seed": seed, "epochs": p["epochs"]})
+        for lam in LAMBDAS:
+            runs.append({"name": f"dedicated-lam{lam:g}-s{seed}", "group": "dedicated", "lambdas": [lam],
+                         "widths": [p["width"]], "dual_bn": True, "seed": seed, "epochs": p["epochs"]})
+    seed = p["seeds"][0]
+    runs.append({"name": f"oats-s{seed}", "group": "oats", "lambdas": LAMBDAS, "widths": p["oats_widths"],
+                 "dual_bn": True, "seed": seed, "epochs": p["oats_epochs"]})
+    for w in (min(p["oats_widths"]), max(p["oats_widths"])):
+        for lam in p["oats_lambdas_dedicated"]:
+            runs.append({"name": f"dedicated-w{w:g}-lam{lam:g}-s{seed}", "group": "dedicated-width",
+                         "lambdas": [lam], "widths": [w], "dual_bn": True, "seed": seed, "epochs": p["oats_epochs"]})
+    return runs
+
+
+def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | None) -> dict[str, Any]:
+    folder = root / run["name"]
+    if not ((folder / "supernet.pt").is_file() and (folder / "eval.json").is_file()):
+        t0 = time.time()
+        cfg = TrainConfig(dataset="fashion-mnist", data_dir=data_dir, arch=p["arch"], lambdas=run["lambdas"],
+                          widths=run["widths"], dual_bn=run["dual_bn"], seed=run["seed"], epochs=run["epochs"],
+                          batch_size=128, pgd_steps=7, eps=0.1, train_limit=p["train_limit"], out=str(folder))
+        ckpt = train(cfg, progress=sys.stderr.isatty())
+        train_s = time.time() - t0
+        report = run_evaluation(ckpt, pgd_steps=20, limit=p["test_limit"], data_dir=data_dir, progress=False)
+        report["wall_s"] = {"train": round(train_s, 1), "eval": round(time.time() - t0 - train_s, 1)}
+        atomic_write_json(folder / "eval.json", report)
+    report = json.loads((folder / "eval.json").read_text())
+    print(f"{run['name']:<28} done ({report.get('wall_s')})", flush=True)
+    return {**run, "results": report["results"], "wall_s": report.get("wall_s")}
+
+
+def summarize(done: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
+    """Per λ: mean SA/RA over seeds of OAT, OAT without dual BN and the dedicated models."""
+    def pick(group: str, lam: float, width: float) -> list[tuple[float, float]]:
+        out = []
+        for r in done:
+            if r["group"] != group:
+                continue
+            for row in r["results"]:
+                if abs(row["lambda"] - lam) < 1e-9 and abs(row["width"] - width) < 1e-9:
+                    out.append((row["clean_acc"], row["robust_acc"]))
+        return out
+
+    def mean(pairs: list[tuple[float, float]], i: int) -> float | None:
+        return statistics.mean(v[i] for v in pairs) if pairs else None
+
+    table = []
+    for lam in LAMBDAS:
+        row: dict[str, Any] = {"lambda": lam}
+        for group in ("oat", "oat-1bn", "dedicated"):
+            pairs = pick(group, lam, p["width"])
+            row[group] = {"sa": mean(pairs, 0), "ra": mean(pairs, 1), "n": len(pairs)}
+        table.append(row)
+    widths_table = []
+    for w in (min(p["oats_widths"]), max(p["oats_widths"])):
+        for lam in p["oats_lambdas_dedicated"]:
+            oats, ded = pick("oats", lam, w), pick("dedicated-width", lam, w)
+            widths_table.append({"width": w, "lambda": lam, "oats": {"sa": mean(oats, 0), "ra": mean(oats, 1)},
+                                 "dedicated": {"sa": mean(ded, 0), "ra": mean(ded, 1)}})
+    return {"by_lambda": table, "oats_vs_dedicated": widths_table}
+
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def diff(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a - b:+.3f}"
+
+
+def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [f"# OAT vs dedicated models, Fashion-MNIST, preset `{meta['preset']}`", "",
+             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
+             f"Total wall time: {meta['wall_s'] / 60:.1f} min; SA/RA: mean over seeds {meta['seeds']}, "
+             f"PGD-20 at ε = 0.1 on {meta['test_samples']} test images.", "",
+             "| λ | OAT SA | OAT RA | dedicated SA | dedicated RA | ΔSA (OAT − ded.) | ΔRA (OAT − ded.) "
+             "| OAT 1-BN SA | OAT 1-BN RA |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in summary["by_lambda"]:
+        o, d, s = r["oat"], r["dedicated"], r["oat-1bn"]
+        lines.append(f"| {r['lambda']:g} | {fmt(o['sa'])} | {fmt(o['ra'])} | {fmt(d['sa'])} | {fmt(d['ra'])} | "
+                     f"{diff(o['sa'], d['sa'])} | {diff(o['ra'], d['ra'])} | {fmt(s['sa'])} | {fmt(s['ra'])} |")
+    lines += ["", "OATS (one supernet, widths " + ", ".join(f"{w:g}" for w in meta["oats_widths"]) +
+              ") vs dedicated models of one width:", "",
+              "| width | λ | OATS SA | OATS RA | dedicated SA | dedicated RA |", "|---|---|---|---|---|---|"]
+    for r in summary["oats_vs_dedicated"]:
+        lines.append(f"| {r['width']:g} | {r['lambda']:g} | {fmt(r['oats']['sa'])} | {fmt(r['oats']['ra'])} | "
+                     f"{fmt(r['dedicated']['sa'])} | {fmt(r['dedicated']['ra'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    styles = {"oat": ("OAT (dual BN)", "o-", "C0"), "oat-1bn": ("OAT, one BN (ablation)", "s--", "C1"),
+              "dedicated": ("dedicated model per λ", "^:", "C2")}
+    for group, (label, style, color) in styles.items():
+        pts = [(r[group]["ra"], r[group]["sa"], r["lambda"]) for r in summary["by_lambda"]
+               if r[group]["sa"] is not None]
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
+        for ra, sa, lam in pts:
+            ax.annotate(f"λ={lam:g}", (ra, sa), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+    ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1)")
+    ax.set_ylabel("clean accuracy")
+    ax.set_title(f"Fashion-MNIST: one OAT model vs one model per λ ({preset} preset)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's path)")
+    parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    p = PRESETS[args.preset]
+    root = args.runs / args.preset
+    started = time.time()
+    done = [run_one(run, p, root, args.data_dir) for run in plan(p)]
+    summary = summarize(done, p)
+    meta = {"preset": args.preset, "command": "python benchmarks/study_oat_vs_dedicated.py " + " ".join(sys.argv[1:]),
+            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads" + (f", {gpu_name()}" if gpu_name() else ""),
+            "versions": f"python {platform.python_version()}, torch {torch.__version__}",
+            "wall_s": sum((r["wall_s"] or {}).get("train", 0) + (r["wall_s"] or {}).get("eval", 0) for r in done),
+            "seeds": p["seeds"], "test_samples": p["test_limit"] or 10_000, "oats_widths": p["oats_widths"],
+            "this_invocation_s": round(time.time() - started, 1)}
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = args.results / f"oat_vs_dedicated_{args.preset}"
+    atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "preset": p, "summary": summary, "runs": done})
+    stem.with_suffix(".md").write_text(markdown(summary, meta))
+    plot(summary, stem.with_suffix(".png"), args.preset)
+    print(markdown(summary, meta))
+
+
+if __name__ == "__main__":
+    main()

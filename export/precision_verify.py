@@ -1,0 +1,126 @@
+"""`oatdeploy verify`: clean and robust accuracy of what a reduced precision actually runs.
+
+SA on verify/clean.npz and RA on each variant's verify/<id>.npz (PGD examples crafted at export on the
+folded fp32 variant, so RA here is robustness to those transferred examples, not a fresh white-box
+attack on the quantized model). Runs the ORT int8/fp16 model or this device's TensorRT engine, and the
+fp32 ONNX on the same images as the reference; writes `precision_metrics[precision]` per variant so
+`select` ranks variants by the numbers of what runs. Torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oatdeploy.errors import ArtifactError, OatError
+from oatdeploy.runtime.backends import get_runner
+from oatdeploy.runtime.backends.base import Runner
+from oatdeploy.runtime.manifest import load_manifest, save_manifest
+
+PRECISIONS = ("fp16", "int8")
+BACKENDS = ("ort", "trt")
+
+
+def accuracy(runner: Runner, x: np.ndarray, y: np.ndarray, lam_index: int | None, batch: int) -> float:
+    correct = 0
+    for i in range(0, len(x), batch):
+        logits = runner.infer(x[i:i + batch], lam_index)
+        correct += int((logits.argmax(1) == y[i:i + batch]).sum())
+    return correct / len(x)
+
+
+def load_npz(deploy_dir: Path, entry: dict[str, Any] | None, keys: tuple[str, str],
+             what: str) -> tuple[np.ndarray, ...]:
+    if not entry:
+        raise ArtifactError(f"{deploy_dir}/manifest.json records no {what}; re-export with `oatdeploy export`")
+    with np.load(deploy_dir / entry["path"]) as npz:
+        return tuple(np.asarray(npz[k], dtype=np.float32 if k.startswith("x") else np.int64) for k in keys)
+
+
+def artifact(deploy_dir: Path, manifest: dict[str, Any], variant: dict[str, Any], precision: str,
+             backend: str) -> tuple[str, int]:
+    """(path relative to the deployment, largest batch it takes) for this precision on this backend."""
+    if backend == "ort":
+        quantized = (variant.get("quantized") or {}).get(precision)
+        if not quantized:
+            raise OatError(f"{variant['id']} has no {precision} ONNX model; run `oatdeploy quantize {deploy_dir} "
+                           f"--precision {precision}` first")
+        return quantized["onnx"], 256
+    from oatdeploy.runtime.deployment import Deployment
+
+    engine = Deployment(deploy_dir, manifest, backend="trt", precision=precision).engine(variant, precision, 1)
+    return engine["path"], int(engine["batch_profile"]["max"])
+
+
+def verify_precision(deploy_dir: str | Path, precision: str, backend: str = "ort",
+                     progress: bool = True) -> list[dict[str, Any]]:
+    """Measure and record SA/RA at `precision`; returns one row per variant with the fp32 reference beside it."""
+    if precision not in PRECISIONS:
+        raise OatError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backend not in BACKENDS:
+        raise OatError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    deploy_dir = Path(deploy_dir)
+    manifest = load_manifest(deploy_dir)  # checks every artifact's sha256, the saved examples included
+    x_clean, y_clean = load_npz(deploy_dir, (manifest.get("verification") or {}).get("clean"), ("x", "y"),
+                                "clean verification images")
+    threat = manifest.get("threat_model") or {}
+    attack = f"{threat.get('attack', 'pgd')}-{threat.get('steps', '?')} crafted on fp32 (transfer)"
+    source = f"{backend}-{precision}"
+    runners: dict[tuple[str, str], Runner] = {}
+    rows: list[dict[str, Any]] = []
+    from tqdm import tqdm
+
+    def runner(kind: str, rel: str) -> Runner:
+        if (kind, rel) not in runners:
+            options = {"device": "cpu"} if kind == "ort" else {}
+            runners[kind, rel] = get_runner(kind, deploy_dir / rel, **options)
+        return runners[kind, rel]
+
+    try:
+        for v in tqdm(manifest["variants"], desc=f"verify ({source})", unit="variant", disable=not progress):
+            x_adv, y_adv = load_npz(deploy_dir, v.get("adv_examples"), ("x_adv", "y"),
+                                    f"adversarial examples for {v['id']}")
+            rel, batch = artifact(deploy_dir, manifest, v, precision, backend)
+            li = v.get("lam_index")
+            low, ref = runner(backend, rel), runner("ort", v["onnx"])
+            row = {"id": v["id"], "clean_acc": accuracy(low, x_clean, y_clean, li, batch),
+                   "robust_acc": accuracy(low, x_adv, y_adv, li, batch), "source": source,
+                   "samples": len(x_clean), "attack": attack, "artifact": rel,
+                   "fp32": {"clean_acc": accuracy(ref, x_clean, y_clean, li, 256),
+                            "robust_acc": accuracy(ref, x_adv, y_adv, li, 256), "source": "ort-fp32"}}
+            rows.append(row)
+    finally:
+        for r in runners.values():
+            r.close()
+    record(deploy_dir, precision, rows)
+    return rows
+
+
+def record(deploy_dir: Path, precision: str, rows: list[dict[str, Any]]) -> None:
+    """Merge into the manifest as it is on disk now, written atomically."""
+    manifest = load_manifest(deploy_dir, verify=False)
+    by_id = {r["id"]: r for r in rows}
+    for v in manifest["variants"]:
+        r = by_id.get(v["id"])
+        if r:
+            v.setdefault("precision_metrics", {})[precision] = {
+                k: r[k] for k in ("clean_acc", "robust_acc", "source", "samples", "attack", "fp32")}
+    save_manifest(deploy_dir, manifest)
+
+
+def format_table(rows: list[dict[str, Any]], precision: str) -> str:
+    """fp32 vs `precision` SA/RA per variant, with the change in points."""
+    head = (f"{'variant':<14} {'SA fp32':>8} {'SA ' + precision:>8} {'ΔSA':>6} "
+            f"{'RA fp32':>8} {'RA ' + precision:>8} {'ΔRA':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        f = r["fp32"]
+        lines.append(f"{r['id']:<14} {f['clean_acc']:>8.3f} {r['clean_acc']:>8.3f} "
+                     f"{100 * (r['clean_acc'] - f['clean_acc']):>+6.1f} {f['robust_acc']:>8.3f} "
+                     f"{r['robust_acc']:>8.3f} {100 * (r['robust_acc'] - f['robust_acc']):>+6.1f}")
+    samples = rows[0]["samples"] if rows else 0
+    lines.append(f"{samples} images; RA on {rows[0]['attack'] if rows else 'n/a'}; Δ in points; source "
+                 f"{rows[0]['source'] if rows else 'n/a'}")
+    return "\n".join(lines)

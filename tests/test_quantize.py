@@ -1,0 +1,194 @@
+"""Reduced precision without a GPU: ORT int8/fp16 models, SA/RA verification, calibration data, engine checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import oatdeploy_cli
+
+from oatdeploy.atomic import sha256_file
+from oatdeploy.errors import ArtifactError, OatError
+from oatdeploy.export.calibration import OrtCalibrationReader, calibration_feeds, load_calibration
+from oatdeploy.export.engines import check_profile, engine_relpath, timing_cache_path
+from oatdeploy.export.pipeline import export_deployment
+from oatdeploy.export.precision_verify import verify_precision
+from oatdeploy.export.quantize import quantize_deployment
+from oatdeploy.runtime import Deployment
+from oatdeploy.runtime.backends.cuda_mem import available_bindings, get_cuda
+from oatdeploy.runtime.backends.trt import check_engine, engine_mismatches, recorded_entry
+from oatdeploy.runtime.manifest import load_manifest
+
+SAMPLES = 64
+
+
+def export(run: Path, out: Path, mode: str) -> Path:
+    export_deployment(run / "supernet.pt", out, mode=mode, verify_samples=SAMPLES, calib_samples=64, adv_steps=3,
+                      progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folded(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(trained_run, tmp_path_factory.mktemp("q") / "fm", "folded")
+
+
+@pytest.fixture(scope="module")
+def shared(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(trained_run, tmp_path_factory.mktemp("q") / "fm-shared", "shared")
+
+
+def copy_of(deploy: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(deploy, tmp_path / deploy.name))
+
+
+def test_int8_ort_quantize_verify_and_select(folded: Path) -> None:
+    rows = quantize_deployment(folded, "int8", calib_size=64, progress=False)
+    manifest = load_manifest(folded)  # the quantized files are now sha256-checked artifacts too
+    assert len(rows) == len(manifest["variants"])
+    for v in manifest["variants"]:
+        q = v["quantized"]["int8"]
+        assert q["onnx"] == f"quantized/{v['id']}-int8.onnx" and q["sha256"] == sha256_file(folded / q["onnx"])
+        ops = {n.op_type for n in onnx.load(str(folded / q["onnx"])).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    results = verify_precision(folded, "int8", progress=False)
+    manifest = load_manifest(folded)
+    for r, v in zip(results, manifest["variants"], strict=True):
+        m = v["precision_metrics"]["int8"]
+        assert m["source"] == "ort-int8" and m["samples"] == SAMPLES
+        assert (m["clean_acc"], m["robust_acc"]) == (r["clean_acc"], r["robust_acc"])
+        assert 0 <= m["clean_acc"] <= 1 and 0 <= m["robust_acc"] <= 1
+        # a few points at most on 64 images: int8 must not change what the network is
+        assert abs(m["clean_acc"] - m["fp32"]["clean_acc"]) <= 0.1
+        assert abs(m["robust_acc"] - m["fp32"]["robust_acc"]) <= 0.1
+    dep = Deployment.load(folded, precision="int8")
+    by_id = {v.id: v for v in dep.variants}
+    for v in manifest["variants"]:
+        assert by_id[v["id"]].clean_acc == v["precision_metrics"]["int8"]["clean_acc"]
+        assert by_id[v["id"]].path == v["quantized"]["int8"]["onnx"]
+    best = dep.select(min_robust_acc=0.0)
+    assert best.clean_acc == max(v.clean_acc for v in dep.variants)
+
+
+def test_fp16_ort_via_cli_prints_fp32_beside_fp16(folded: Path) -> None:
+    done = oatdeploy_cli("quantize", str(folded), "--precision", "fp16", "--quiet")
+    assert done.returncode == 0, done.stderr
+    done = oatdeploy_cli("verify", str(folded), "--precision", "fp16", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "SA fp32" in done.stdout and "RA fp16" in done.stdout and "lam0.4-w0.5" in done.stdout
+    for v in load_manifest(folded)["variants"]:
+        m = v["precision_metrics"]["fp16"]
+        assert m["source"] == "ort-fp16"
+        assert abs(m["clean_acc"] - m["fp32"]["clean_acc"]) <= 2 / SAMPLES  # fp16 flips at most a borderline image
+        model = onnx.load(str(folded / v["quantized"]["fp16"]["onnx"]))
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 I/O kept
+
+
+def test_shared_graphs_quantize_once_per_width_and_verify_every_lambda(shared: Path) -> None:
+    rows = quantize_deployment(shared, "int8", calib_size=64, progress=False)
+    manifest = load_manifest(shared)
+    assert len(rows) == len(manifest["model"]["widths"])
+    assert {r["onnx"] for r in rows} == {v["quantized"]["int8"]["onnx"] for v in manifest["variants"]}
+    results = verify_precision(shared, "int8", progress=False)
+    assert [r["id"] for r in results] == [v["id"] for v in manifest["variants"]]
+    assert all(abs(r["clean_acc"] - r["fp32"]["clean_acc"]) <= 0.1 for r in results)
+
+
+def test_verify_without_quantized_model_names_the_fix(shared: Path, tmp_path: Path) -> None:
+    deploy = copy_of(shared, tmp_path)
+    manifest = json.loads((deploy / "manifest.json").read_text())
+    for v in manifest["variants"]:
+        v.pop("quantized", None)
+    (deploy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OatError, match=r"oatdeploy quantize .* --precision fp16"):
+        verify_precision(deploy, "fp16", progress=False)
+
+
+def test_calibration_round_trip_and_tamper_refusal(folded: Path, tmp_path: Path) -> None:
+    with np.load(folded / "calib.npz") as npz:
+        saved = npz["x"]
+    x = load_calibration(folded)
+    assert x.dtype == np.float32 and np.array_equal(x, saved)
+    assert np.array_equal(load_calibration(folded, limit=10), saved[:10])
+    feeds = list(calibration_feeds(x, 16, lam_count=3))
+    assert len(feeds) == len(x) // 16 and all(f["input"].shape == (16, *x.shape[1:]) for f in feeds)
+    assert [int(f["lam_index"][0]) for f in feeds] == [i % 3 for i in range(len(feeds))]
+    reader = OrtCalibrationReader(x, 32)
+    assert reader.get_next()["input"].shape[0] == 32 and "lam_index" not in reader.get_next()
+    assert reader.get_next() is None
+    tampered = copy_of(folded, tmp_path)
+    np.savez_compressed(tampered / "calib.npz", x=saved[::-1].copy())
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_calibration(tampered)
+    (tampered / "calib.npz").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_calibration(tampered)
+
+
+RECORDED = {"path": "engines/lam0.4-w0.5-fp16.engine", "precision": "fp16", "sha256": "0" * 64,
+            "trt_version": "10.3.0", "device": "Orin (nvgpu)", "compute_capability": "8.7",
+            "batch_profile": {"min": 1, "opt": 1, "max": 32}, "built_at": "2026-01-01T00:00:00Z"}
+
+
+def test_engine_built_elsewhere_is_refused_with_the_rebuild_command() -> None:
+    same = {"trt_version": "10.3.0", "device": "Orin (nvgpu)", "compute_capability": "8.7"}
+    check_engine(RECORDED, same, "deploy/fm")
+    assert engine_mismatches(RECORDED, same) == []
+    other_gpu = {**same, "device": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    with pytest.raises(ArtifactError) as e:
+        check_engine(RECORDED, other_gpu, "deploy/fm")
+    message = str(e.value)
+    assert "rebuild on this device: oatdeploy build-engines deploy/fm --precision fp16" in message
+    assert "GPU Orin (nvgpu) at build, NVIDIA H100 80GB HBM3 here" in message and "compute capability" in message
+    newer_trt = {**same, "trt_version": "10.7.0"}
+    assert engine_mismatches(RECORDED, newer_trt) == ["TensorRT 10.3.0 at build, 10.7.0 here"]
+
+
+def test_engine_metadata_is_found_from_the_engine_path(folded: Path, tmp_path: Path) -> None:
+    deploy = copy_of(folded, tmp_path)
+    manifest = json.loads((deploy / "manifest.json").read_text())
+    manifest["variants"][1]["engines"] = [RECORDED]
+    (deploy / "manifest.json").write_text(json.dumps(manifest))
+    found = recorded_entry(deploy / RECORDED["path"])
+    assert found is not None and found[0] == deploy.resolve() and found[1] == RECORDED
+    assert recorded_entry(deploy / "engines/other-fp32.engine") is None
+
+
+def test_engine_build_options_are_checked_before_tensorrt() -> None:
+    assert check_profile([1, 4, 32]) == (1, 4, 32)
+    for bad in ([1, 32], [4, 1, 32], [0, 1, 1]):
+        with pytest.raises(OatError, match="--batch"):
+            check_profile(bad)
+    assert engine_relpath("lam0.4-w0.5.onnx", "int8") == "engines/lam0.4-w0.5-int8.engine"
+    assert engine_relpath("w1.onnx", "fp16") == "engines/w1-fp16.engine"
+    device = {"device": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7", "trt_version": "10.3.0"}
+    assert timing_cache_path(Path("d"), device).name == "timing-NVIDIA-Jetson-AGX-Orin-sm8.7-trt10.3.0.cache"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_build_engines_without_tensorrt_exits_2_naming_the_fix(folded: Path) -> None:
+    done = oatdeploy_cli("build-engines", str(folded), "--precision", "fp16")
+    assert done.returncode == 2
+    assert "TensorRT is not installed" in done.stderr and "python3-libnvinfer" in done.stderr
+    assert "pip install tensorrt" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = oatdeploy_cli("verify", str(folded), "--precision", "fp16", "--backend", "trt")
+    assert done.returncode == 2 and "TensorRT is not installed" in done.stderr
+
+
+def test_no_usable_cuda_binding_names_cuda_python() -> None:
+    if "cuda-python" in available_bindings():
+        pytest.skip("cuda-python is installed here")
+    try:
+        get_cuda()
+    except OatError as e:
+        assert "pip install cuda-python" in str(e)
+    else:
+        pytest.skip("a CUDA binding works here")
+    with pytest.raises(OatError, match="unknown CUDA binding"):
+        get_cuda("pycuda")

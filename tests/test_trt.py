@@ -1,0 +1,109 @@
+"""TensorRT engines end to end. Runs only where `import tensorrt` works and a CUDA binding sees a GPU."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack's python3-libnvinfer or "
+                                             "`pip install tensorrt`); these tests need it and a GPU")
+
+from conftest import oatdeploy_cli  # noqa: E402
+
+from oatdeploy.errors import OatError  # noqa: E402
+from oatdeploy.export.engines import build_engines  # noqa: E402
+from oatdeploy.export.pipeline import export_deployment  # noqa: E402
+from oatdeploy.export.precision_verify import verify_precision  # noqa: E402
+from oatdeploy.export.verify import cpu_session, run_graph  # noqa: E402
+from oatdeploy.runtime import Deployment  # noqa: E402
+from oatdeploy.runtime.backends import get_runner  # noqa: E402
+from oatdeploy.runtime.backends.cuda_mem import get_cuda  # noqa: E402
+from oatdeploy.runtime.manifest import load_manifest  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gpu() -> None:
+    try:
+        get_cuda()
+    except OatError as e:
+        pytest.skip(f"TensorRT imports but no CUDA binding works here: {e}")
+
+
+@pytest.fixture(scope="module")
+def folded(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trt") / "fm"
+    export_deployment(trained_run / "supernet.pt", out, verify_samples=64, calib_samples=64, adv_steps=3,
+                      progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shared(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trt") / "fm-shared"
+    export_deployment(trained_run / "supernet.pt", out, mode="shared", verify_samples=64, calib_samples=64,
+                      adv_steps=3, progress=False)
+    return out
+
+
+def images(deploy: Path, n: int) -> np.ndarray:
+    with np.load(deploy / "verify/clean.npz") as npz:
+        return npz["x"][:n].astype(np.float32)
+
+
+@pytest.mark.parametrize(("precision", "atol", "agree"), [("fp32", 1e-3, 1.0), ("fp16", 5e-2, 0.95)])
+def test_engines_match_onnx_runtime(folded: Path, precision: str, atol: float, agree: float) -> None:
+    entries = build_engines(folded, precision, batch_profile=(1, 8, 16), workspace_mb=256, progress=False)
+    manifest = load_manifest(folded)  # engine sha256s are checked like every other artifact
+    assert len(entries) == len(manifest["variants"])
+    assert list((folded / "engines").glob("timing-*.cache"))
+    x = images(folded, 16)
+    for v in manifest["variants"]:
+        (engine,) = [e for e in v["engines"] if e["precision"] == precision]
+        assert engine["trt_version"] == trt.__version__ and engine["batch_profile"] == {"min": 1, "opt": 8, "max": 16}
+        reference = run_graph(cpu_session(folded / v["onnx"]), x)
+        with get_runner("trt", folded / engine["path"]) as runner:
+            out = runner.infer(x)
+            assert np.abs(out - reference).max() <= atol
+            assert (out.argmax(1) == reference.argmax(1)).mean() >= agree
+            assert runner.infer(x[:1]).shape == (1, reference.shape[1])
+            with pytest.raises(OatError, match="outside this engine's profile"):
+                runner.infer(np.concatenate([x, x[:1]]))
+
+
+def test_shared_engine_takes_the_lambda_index_and_serves_threads(shared: Path) -> None:
+    build_engines(shared, "fp32", batch_profile=(1, 4, 8), workspace_mb=256, progress=False)
+    manifest = load_manifest(shared)
+    x = images(shared, 8)
+    v = manifest["variants"][1]
+    session = cpu_session(shared / v["onnx"])
+    with get_runner("trt", shared / v["engines"][0]["path"]) as runner:
+        expected = {li: run_graph(session, x, li) for li in range(len(manifest["model"]["lambdas"]))}
+        results: dict[int, np.ndarray] = {}
+
+        def work(li: int) -> None:
+            for _ in range(20):
+                results[li] = runner.infer(x, li)
+
+        threads = [threading.Thread(target=work, args=(li,)) for li in expected]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for li, out in results.items():
+            assert np.abs(out - expected[li]).max() <= 1e-3
+
+
+def test_int8_engine_verifies_and_profile_and_select_use_it(folded: Path) -> None:
+    build_engines(folded, "int8", batch_profile=(1, 8, 16), workspace_mb=256, calib_size=64, progress=False)
+    assert list((folded / "engines").glob("*-int8-*.calib"))
+    rows = verify_precision(folded, "int8", backend="trt", progress=False)
+    assert all(r["source"] == "trt-int8" and abs(r["clean_acc"] - r["fp32"]["clean_acc"]) <= 0.15 for r in rows)
+    done = oatdeploy_cli("profile", str(folded), "--backend", "trt", "--precision", "int8", "--runs", "5", "--quiet")
+    assert done.returncode == 0, done.stderr
+    dep = Deployment.load(folded, backend="trt", precision="int8")
+    assert all(v.latency_ms is not None and v.path.endswith("-int8.engine") for v in dep.variants)
+    chosen = dep.select(max_latency_ms=1e6, min_robust_acc=0.0)
+    assert chosen.clean_acc == max(v.clean_acc for v in dep.variants)
