@@ -34,6 +34,8 @@ from oatdeploy.runtime.device import cpu_name
 from oatdeploy.runtime.profile import measure
 from oatdeploy.supernet import Supernet
 
+SETTLE_S = 0.5
+
 
 class ConvBN(nn.Module):
     """What a normally trained plain ResNet exports: a bias-free conv followed by an inference BN."""
@@ -115,9 +117,12 @@ def main() -> None:
                     out = runner.infer(x, li if name == "shared" else None)
                     assert np.abs(out - ref).max() < 1e-3, f"{name} does not compute the supernet's function"
                 # Interleave rounds so drift in machine load hits every variant alike; report the median round.
+                # The pause lets the previous runner's spinning worker threads (torch's OpenMP, ORT's pool) go
+                # idle: on 2 cores they otherwise steal the CPU from whichever runner is timed next.
                 rounds: dict[str, list[float]] = {k: [] for k in runners}
                 for _ in range(5):
                     for name, runner in runners.items():
+                        time.sleep(SETTLE_S)
                         stats = measure(runner, x, li if name == "shared" else None, warmup=5,
                                         min_runs=args.runs // 5, min_seconds=0.0)
                         rounds[name].append(stats["p50_ms"])

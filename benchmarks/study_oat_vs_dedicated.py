@@ -100,12 +100,17 @@ def summarize(done: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
     def mean(pairs: list[tuple[float, float]], i: int) -> float | None:
         return statistics.mean(v[i] for v in pairs) if pairs else None
 
+    def halfrange(pairs: list[tuple[float, float]], i: int) -> float | None:
+        """Half the spread between seeds: how far apart two seeds of the same run landed."""
+        return (max(v[i] for v in pairs) - min(v[i] for v in pairs)) / 2 if len(pairs) > 1 else None
+
     table = []
     for lam in LAMBDAS:
         row: dict[str, Any] = {"lambda": lam}
         for group in ("oat", "oat-1bn", "dedicated"):
             pairs = pick(group, lam, p["width"])
-            row[group] = {"sa": mean(pairs, 0), "ra": mean(pairs, 1), "n": len(pairs)}
+            row[group] = {"sa": mean(pairs, 0), "ra": mean(pairs, 1), "n": len(pairs),
+                          "sa_halfrange": halfrange(pairs, 0), "ra_halfrange": halfrange(pairs, 1)}
         table.append(row)
     widths_table = []
     for w in (min(p["oats_widths"]), max(p["oats_widths"])):
@@ -120,6 +125,11 @@ def fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def fmt_pm(cell: dict[str, Any], key: str) -> str:
+    spread = cell.get(f"{key}_halfrange")
+    return fmt(cell[key]) + ("" if spread is None else f" ± {spread:.3f}")
+
+
 def diff(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{a - b:+.3f}"
 
@@ -127,14 +137,15 @@ def diff(a: float | None, b: float | None) -> str:
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# OAT vs dedicated models, Fashion-MNIST, preset `{meta['preset']}`", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
-             f"Total wall time: {meta['wall_s'] / 60:.1f} min; SA/RA: mean over seeds {meta['seeds']}, "
-             f"PGD-20 at ε = 0.1 on {meta['test_samples']} test images.", "",
+             f"Total wall time: {meta['wall_s'] / 60:.1f} min; SA/RA: mean ± half the range over seeds "
+             f"{meta['seeds']}, PGD-20 at ε = 0.1 on {meta['test_samples']} test images.", "",
              "| λ | OAT SA | OAT RA | dedicated SA | dedicated RA | ΔSA (OAT − ded.) | ΔRA (OAT − ded.) "
              "| OAT 1-BN SA | OAT 1-BN RA |", "|---|---|---|---|---|---|---|---|---|"]
     for r in summary["by_lambda"]:
         o, d, s = r["oat"], r["dedicated"], r["oat-1bn"]
-        lines.append(f"| {r['lambda']:g} | {fmt(o['sa'])} | {fmt(o['ra'])} | {fmt(d['sa'])} | {fmt(d['ra'])} | "
-                     f"{diff(o['sa'], d['sa'])} | {diff(o['ra'], d['ra'])} | {fmt(s['sa'])} | {fmt(s['ra'])} |")
+        lines.append(f"| {r['lambda']:g} | {fmt_pm(o, 'sa')} | {fmt_pm(o, 'ra')} | {fmt_pm(d, 'sa')} | "
+                     f"{fmt_pm(d, 'ra')} | {diff(o['sa'], d['sa'])} | {diff(o['ra'], d['ra'])} | {fmt_pm(s, 'sa')} | "
+                     f"{fmt_pm(s, 'ra')} |")
     lines += ["", "OATS (one supernet, widths " + ", ".join(f"{w:g}" for w in meta["oats_widths"]) +
               ") vs dedicated models of one width:", "",
               "| width | λ | OATS SA | OATS RA | dedicated SA | dedicated RA |", "|---|---|---|---|---|---|"]

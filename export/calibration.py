@@ -19,26 +19,49 @@ from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
 from oatdeploy.runtime.manifest import load_manifest
 
 
-def load_calibration(deploy_dir: str | Path, limit: int | None = None) -> np.ndarray:
-    """float32 [N, C, H, W] images from calib.npz, after checking its sha256 against the manifest."""
+def calibration_file(deploy_dir: str | Path, source: str | Path | None = None) -> tuple[Path, str]:
+    """(path, sha256) of the images to calibrate on: DEPLOY/calib.npz checked against the manifest, or `source`.
+
+    `source` is the user's own .npz with an `x` array [N, C, H, W] in [0, 1] (`--calib-data`), for when
+    the export-time images (from the training set) are not what the device will see.
+    """
     deploy_dir = Path(deploy_dir)
+    if source is not None:
+        path = Path(source)
+        if not path.is_file():
+            raise ArtifactError(f"--calib-data {path} does not exist; give an .npz holding an 'x' array of images "
+                                "[N, C, H, W] in [0, 1], or leave it out to use DEPLOY/calib.npz")
+        return path, sha256_file(path)
     entry = load_manifest(deploy_dir, verify=False).get("calibration")
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no calibration images; re-export with "
-                            "`oatdeploy export` (it writes calib.npz)")
+                            "`oatdeploy export` (it writes calib.npz) or pass --calib-data")
     path = deploy_dir / entry["path"]
     if not path.is_file():
         raise ArtifactError(f"{path} is missing; copy the whole deployment folder again or re-export")
-    if sha256_file(path) != entry["sha256"]:
+    sha = sha256_file(path)
+    if sha != entry["sha256"]:
         raise ArtifactError(f"{path} does not match its sha256 in the manifest (changed or corrupted); copy it "
                             "again or re-export")
-    with np.load(path) as npz:
-        if "x" not in npz:
-            raise ArtifactError(f"{path} has no 'x' array; re-export the deployment")
-        x = npz["x"]
+    return path, sha
+
+
+def load_calibration(deploy_dir: str | Path, limit: int | None = None, source: str | Path | None = None) -> np.ndarray:
+    """float32 [N, C, H, W] calibration images (see `calibration_file`), shaped like the model's input."""
+    path, _ = calibration_file(deploy_dir, source)
+    fix = "re-export the deployment" if source is None else "write x as float32 [N, C, H, W] in [0, 1]"
+    try:
+        with np.load(path) as npz:
+            if "x" not in npz:
+                raise ArtifactError(f"{path} has no 'x' array; {fix}")
+            x = npz["x"]
+    except (ValueError, OSError) as e:
+        raise ArtifactError(f"{path} is not a readable .npz ({e}); {fix}") from None
     x = np.ascontiguousarray(x[:limit] if limit else x, dtype=np.float32)
-    if x.ndim != 4 or not len(x):
-        raise ArtifactError(f"{path} holds {x.shape}, expected images [N, C, H, W]; re-export the deployment")
+    expected = tuple(load_manifest(deploy_dir, verify=False)["model"]["input_shape"])
+    if x.ndim != 4 or not len(x) or tuple(x.shape[1:]) != expected:
+        dims = ", ".join(map(str, expected))
+        raise ArtifactError(f"{path} holds images {tuple(x.shape)}, the model takes [N, {dims}]; {fix}")
     return x
 
 

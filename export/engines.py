@@ -8,7 +8,6 @@ profile), in every variant it serves; shared-mode graphs serve all λ of one wid
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
 from collections.abc import Sequence
@@ -17,22 +16,19 @@ from typing import Any
 
 from oatdeploy.atomic import atomic_save, atomic_write_bytes, sha256_file
 from oatdeploy.errors import OatError
-from oatdeploy.export.calibration import calibration_cache_path, entropy_calibrator, load_calibration
+from oatdeploy.export.calibration import (
+    calibration_cache_path,
+    calibration_file,
+    entropy_calibrator,
+    load_calibration,
+)
+from oatdeploy.runtime.backends import require_tensorrt
 from oatdeploy.runtime.backends.base import INPUT_NAME
 from oatdeploy.runtime.backends.cuda_mem import get_cuda
 from oatdeploy.runtime.backends.trt import current_device
 from oatdeploy.runtime.manifest import load_manifest, save_manifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
-TENSORRT_MISSING = ("TensorRT is not installed: on a Jetson use JetPack's python3-libnvinfer (apt); elsewhere "
-                    "`pip install tensorrt` (and `pip install cuda-python`)")
-
-
-def require_tensorrt() -> None:
-    if importlib.util.find_spec("tensorrt") is None:
-        raise OatError(TENSORRT_MISSING)
-
-
 def check_profile(batch_profile: Sequence[int]) -> tuple[int, int, int]:
     """(min, opt, max) batch sizes with 1 ≤ min ≤ opt ≤ max."""
     if len(batch_profile) != 3:
@@ -65,7 +61,7 @@ def graphs(manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def build_engines(deploy_dir: str | Path, precision: str = "fp32", batch_profile: Sequence[int] = (1, 1, 32),
                   workspace_mb: int = 1024, calib_size: int = 512, calib_batch: int = 32,
-                  progress: bool = True) -> list[dict[str, Any]]:
+                  calib_data: str | Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Build and record one engine per distinct graph; returns the engine entries written."""
     if precision not in PRECISIONS:
         raise OatError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -83,7 +79,8 @@ def build_engines(deploy_dir: str | Path, precision: str = "fp32", batch_profile
     cache_file = timing_cache_path(deploy_dir, here)
     calib = None
     if precision == "int8":
-        calib = load_calibration(deploy_dir, limit=calib_size)
+        calib = load_calibration(deploy_dir, limit=calib_size, source=calib_data)
+        calib_sha = calibration_file(deploy_dir, calib_data)[1]
         calib_batch = min(calib_batch, len(calib), profile[2])
     entries: list[dict[str, Any]] = []
     cache = None
@@ -118,7 +115,7 @@ def build_engines(deploy_dir: str | Path, precision: str = "fp32", batch_profile
             calib_profile.set_shape(INPUT_NAME, *[(calib_batch, *shape)] * 3)
             config.set_calibration_profile(calib_profile)
             lam_count = len(manifest["model"]["lambdas"]) if "lam_index" in variants[0] else None
-            cache_path = calibration_cache_path(deploy_dir, Path(onnx_rel).stem, manifest["calibration"]["sha256"])
+            cache_path = calibration_cache_path(deploy_dir, Path(onnx_rel).stem, calib_sha)
             calibrator = entropy_calibrator(calib, calib_batch, cache_path, cuda, lam_count)
             config.int8_calibrator = calibrator
         try:
@@ -136,7 +133,8 @@ def build_engines(deploy_dir: str | Path, precision: str = "fp32", batch_profile
                  "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "onnx": onnx_rel,
                  "workspace_mb": workspace_mb}
         if calib is not None:
-            entry["calibration"] = {"samples": len(calib) // calib_batch * calib_batch, "batch": calib_batch}
+            entry["calibration"] = {"samples": len(calib) // calib_batch * calib_batch, "batch": calib_batch,
+                                    "sha256": calib_sha}
         record(deploy_dir, [v["id"] for v in variants], entry)
         entries.append(entry)
     if cache is not None:

@@ -79,13 +79,14 @@ def quantize_fp16(src: Path, dst: Path) -> None:
 
 
 def quantize_deployment(deploy_dir: str | Path, precision: str = "int8", calib_size: int = 512,
-                        calib_batch: int = 32, progress: bool = True) -> list[dict[str, Any]]:
+                        calib_batch: int = 32, calib_data: str | Path | None = None,
+                        progress: bool = True) -> list[dict[str, Any]]:
     """Quantize every distinct graph of a deployment; returns one {onnx, sha256, variants} row per graph."""
     if precision not in PRECISIONS:
         raise OatError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     deploy_dir = Path(deploy_dir)
     manifest = load_manifest(deploy_dir)
-    calib = load_calibration(deploy_dir, limit=calib_size) if precision == "int8" else None
+    calib = load_calibration(deploy_dir, limit=calib_size, source=calib_data) if precision == "int8" else None
     rows = []
     from tqdm import tqdm
 

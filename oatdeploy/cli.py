@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "verify": "oatdeploy.commands.verify:verify",
     "profile": "oatdeploy.commands.profile:profile",
     "select": "oatdeploy.commands.select:select",
+    "plot": "oatdeploy.commands.plot:plot",
     "bench": "oatdeploy.commands.bench:bench",
 }
 

@@ -80,6 +80,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # we created the process group, so we tear it down
 
     @property
     def is_main(self) -> bool:
@@ -91,9 +92,10 @@ def init_distributed() -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
 
 def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
@@ -323,4 +325,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     save()
     if info.is_main:
         log.info("done: %d steps in %.1f s", step, time.perf_counter() - t0)
+    if info.owns_group:
+        # Every rank waits for rank 0's checkpoint; exiting with a live gloo group aborts the process.
+        dist.barrier()
+        dist.destroy_process_group()
     return ckpt_path

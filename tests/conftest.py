@@ -38,6 +38,19 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def profiled_deploy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained run exported (folded) and profiled at batch 1 on this machine. Tests must not modify it."""
+    from oatdeploy.export.pipeline import export_deployment
+    from oatdeploy.runtime import Deployment
+
+    out = tmp_path_factory.mktemp("rt") / "fm"
+    export_deployment(trained_run / "supernet.pt", out, verify_samples=32, calib_samples=8, adv_steps=2,
+                      progress=False)
+    Deployment.load(out).profile(batches=(1,), min_runs=5, min_seconds=0.0, warmup=2)
+    return out
+
+
 def oatdeploy_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
                   timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""

@@ -66,3 +66,4 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "demo" / "deploy" / "manifest.json").read_text())
     assert len(manifest["variants"]) == 12 and all(v["latency"] for v in manifest["variants"])
     assert "max_latency_ms=" in result.stdout
+    assert (tmp_path / "demo" / "deploy" / "tradeoff-ort-fp32.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import train_run
 
+import oatdeploy
 from oatdeploy.errors import OatError
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model, list_models
@@ -76,3 +80,20 @@ def test_untrained_lambda_or_width_names_the_choices() -> None:
         sn.subnet(0.3, 1.0)
     with pytest.raises(ValueError, match=r"0\.5, 0\.75, 1\.0"):
         sn.predict(torch.rand(1, 1, 28, 28), 0.2, 0.6)
+
+
+def test_trained_resnet34_checkpoint_folds_exactly(tmp_path: Path) -> None:
+    """Real SGD steps on the embedded data move BN statistics, FiLM and weights; folding must follow.
+
+    After two steps the BN running statistics are far from the activations, so eval-mode logits reach
+    1e7–1e10: the error is measured relative to their scale (float32 rounding is ~1e-7 of it).
+    """
+    ckpt = train_run(tmp_path, arch="resnet34", batch_size=8, pgd_steps=1, max_steps=2, train_limit=64)
+    sn = oatdeploy.load_checkpoint(ckpt)
+    x = torch.rand(4, *sn.input_shape)
+    for lam in sn.lambdas:
+        for w in sn.widths:
+            with torch.no_grad():
+                reference = sn.predict(x, lam, w)
+                diff = (sn.subnet(lam, w)(x) - reference).abs().max().item()
+            assert diff <= 1e-5 * max(1.0, reference.abs().max().item()), (lam, w, diff)

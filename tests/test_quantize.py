@@ -130,6 +130,22 @@ def test_calibration_round_trip_and_tamper_refusal(folded: Path, tmp_path: Path)
         load_calibration(tampered)
 
 
+def test_calib_data_replaces_the_export_time_images_and_bad_files_exit_2(folded: Path, tmp_path: Path) -> None:
+    with np.load(folded / "calib.npz") as npz:
+        saved = npz["x"]
+    own = tmp_path / "own.npz"
+    np.savez(own, x=saved[::-1][:40].astype(np.float64))
+    assert np.array_equal(load_calibration(folded, source=own), saved[::-1][:40].astype(np.float32))
+    deploy = copy_of(folded, tmp_path)
+    done = oatdeploy_cli("quantize", str(deploy), "--calib-data", str(own), "--calib-size", "32", "--quiet")
+    assert done.returncode == 0, done.stderr
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((8, 3, 32, 32), np.float32))
+    for bad, says in ((wrong, "the model takes"), (tmp_path / "none.npz", "does not exist")):
+        done = oatdeploy_cli("quantize", str(deploy), "--calib-data", str(bad), "--quiet")
+        assert done.returncode == 2 and says in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
 RECORDED = {"path": "engines/lam0.4-w0.5-fp16.engine", "precision": "fp16", "sha256": "0" * 64,
             "trt_version": "10.3.0", "device": "Orin (nvgpu)", "compute_capability": "8.7",
             "batch_profile": {"min": 1, "opt": 1, "max": 32}, "built_at": "2026-01-01T00:00:00Z"}
@@ -175,7 +191,7 @@ def test_build_engines_without_tensorrt_exits_2_naming_the_fix(folded: Path) -> 
     done = oatdeploy_cli("build-engines", str(folded), "--precision", "fp16")
     assert done.returncode == 2
     assert "TensorRT is not installed" in done.stderr and "python3-libnvinfer" in done.stderr
-    assert "pip install tensorrt" in done.stderr and "Traceback" not in done.stderr
+    assert "oatdeploy[trt]" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     done = oatdeploy_cli("verify", str(folded), "--precision", "fp16", "--backend", "trt")
     assert done.returncode == 2 and "TensorRT is not installed" in done.stderr

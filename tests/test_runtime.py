@@ -23,14 +23,8 @@ from oatdeploy.runtime.backends.base import Runner
 
 
 @pytest.fixture(scope="module")
-def deploy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from oatdeploy.export.pipeline import export_deployment
-
-    out = tmp_path_factory.mktemp("rt") / "fm"
-    export_deployment(trained_run / "supernet.pt", out, verify_samples=32, calib_samples=8, adv_steps=2,
-                      progress=False)
-    Deployment.load(out).profile(batches=(1,), min_runs=5, min_seconds=0.0, warmup=2)
-    return out
+def deploy(profiled_deploy: Path) -> Path:
+    return profiled_deploy
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +42,13 @@ def copy(deploy: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(deploy, tmp_path / "copy"))
 
 
-def test_runtime_works_with_torch_blocked(deploy: Path, shared_deploy: Path) -> None:
+def test_runtime_works_with_torch_blocked(deploy: Path, shared_deploy: Path, tmp_path: Path) -> None:
+    folders = [str(shutil.copytree(d, tmp_path / d.name)) for d in (deploy, shared_deploy)]
     code = f"""
 import sys
 sys.modules["torch"] = None
 from oatdeploy.runtime import Deployment
-for folder in ({str(deploy)!r}, {str(shared_deploy)!r}):
+for folder in {folders!r}:
     dep = Deployment.load(folder)
     dep.profile(batches=(1, 2), min_runs=5, min_seconds=0.0, warmup=1)
     v = dep.select(min_robust_acc=0.0, max_latency_ms=1e6, batch=2)
@@ -64,7 +59,7 @@ for folder in ({str(deploy)!r}, {str(shared_deploy)!r}):
 from click.testing import CliRunner
 from oatdeploy.cli import cli
 for args in (["profile", folder, "--runs", "5", "--quiet"], ["select", folder, "--max-latency-ms", "1000"],
-             ["bench", "latency", folder, "--runs", "5", "--json"]):
+             ["bench", "latency", folder, "--runs", "5", "--json"], ["plot", folder, "--max-latency-ms", "1000"]):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, (args, result.output, result.exception)
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from oatdeploy.commands.options import int_list
+from oatdeploy.commands.options import calibration_options, int_list
 
 
 @click.command("build-engines")
@@ -14,16 +14,16 @@ from oatdeploy.commands.options import int_list
               help="Batch sizes the engines accept: min,opt,max (opt is the one tuned for).")
 @click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Most scratch GPU memory a layer may use while building and running.")
-@click.option("--calib-size", type=click.IntRange(min=1), default=512, show_default=True,
-              help="int8: calibration images read from DEPLOY/calib.npz.")
+@calibration_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build_engines(deploy: str, precision: str, batch_profile: list[int], workspace_mb: int, calib_size: int,
-                  quiet: bool) -> None:
+                  calib_data: str | None, quiet: bool) -> None:
     """Build one TensorRT engine per ONNX graph in DEPLOY and record it in the manifest."""
     from oatdeploy.export.engines import build_engines as build
 
     entries = build(deploy, precision=precision, batch_profile=batch_profile, workspace_mb=workspace_mb,
-                    calib_size=calib_size, progress=not quiet)
+                    calib_size=calib_size, calib_data=calib_data,
+                    progress=not quiet)
     for e in entries:
         click.echo(f"{e['path']}  ({e['precision']}, batch {e['batch_profile']['min']}..{e['batch_profile']['max']}, "
                    f"TensorRT {e['trt_version']}, {e['device']} sm{e['compute_capability']})")

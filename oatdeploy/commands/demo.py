@@ -41,6 +41,7 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     from oatdeploy.atomic import atomic_write_json
     from oatdeploy.commands.export import format_variants
     from oatdeploy.commands.profile import format_profile
+    from oatdeploy.errors import OatError
     from oatdeploy.evaluate import format_table, run_evaluation
     from oatdeploy.export.pipeline import export_deployment
     from oatdeploy.runtime import Deployment, NoFeasibleVariant
@@ -65,10 +66,20 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     dep = Deployment.load(deploy)
     click.echo(format_profile(dep.profile(batches=(1,))))
     stage("select: the best clean accuracy within a budget")
+    picks = []
     for budget in example_budgets(dep):
         try:
-            chosen = dep.select(**budget).describe()
+            picks.append(dep.select(**budget))
+            chosen = picks[-1].describe()
         except NoFeasibleVariant as e:
             chosen = f"none: {e}"
         click.echo(f"{', '.join(f'{k}={v:.3g}' for k, v in budget.items())}: {chosen}")
+    try:
+        from oatdeploy.plots import plot_deployment
+
+        png = plot_deployment(dep.variants, dep.key(), deploy / "tradeoff-ort-fp32.png", picks[0] if picks else None,
+                              example_budgets(dep)[0], title="oatdeploy demo: resnet20 on fmnist-mini")
+        click.echo(f"plot: {png}")
+    except OatError as e:
+        click.echo(f"plot skipped: {e}")
     click.echo(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; everything is in {out}/")

@@ -1,8 +1,20 @@
-"""Shared click option callbacks."""
+"""Shared click options and option callbacks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+
+def calibration_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--calib-size and --calib-data, as `quantize` and `build-engines` take them for int8."""
+    command = click.option("--calib-data", type=click.Path(dir_okay=False), default=None,
+                           help="int8: an .npz with an 'x' array [N, C, H, W] in [0, 1]  [default: DEPLOY/calib.npz, "
+                                "written by export from the training set]")(command)
+    return click.option("--calib-size", type=click.IntRange(min=1), default=512, show_default=True,
+                        help="int8: how many calibration images to use.")(command)
 
 
 def float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import click
 
+from oatdeploy.commands.options import calibration_options
+
 
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True)
-@click.option("--calib-size", type=click.IntRange(min=1), default=512, show_default=True,
-              help="int8: calibration images read from DEPLOY/calib.npz.")
+@calibration_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def quantize(deploy: str, precision: str, calib_size: int, quiet: bool) -> None:
+def quantize(deploy: str, precision: str, calib_size: int, calib_data: str | None, quiet: bool) -> None:
     """Write DEPLOY/quantized/<graph>-<precision>.onnx for every graph and record them in the manifest."""
     from oatdeploy.export.quantize import quantize_deployment
 
-    rows = quantize_deployment(deploy, precision=precision, calib_size=calib_size, progress=not quiet)
+    rows = quantize_deployment(deploy, precision=precision, calib_size=calib_size, calib_data=calib_data,
+                    progress=not quiet)
     for r in rows:
         click.echo(f"{r['onnx']}  serves {', '.join(r['variants'])}")
     click.echo(f"next: `oatdeploy verify {deploy} --precision {precision}` measures its SA/RA")

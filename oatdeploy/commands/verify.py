@@ -16,7 +16,7 @@ def verify(deploy: str, precision: str, backend: str, quiet: bool) -> None:
     from oatdeploy.export.precision_verify import format_table, verify_precision
 
     if backend == "trt":
-        from oatdeploy.export.engines import require_tensorrt
+        from oatdeploy.runtime.backends import require_tensorrt
 
         require_tensorrt()
     rows = verify_precision(deploy, precision, backend=backend, progress=not quiet)

@@ -15,8 +15,8 @@ BACKENDS = ("ort", "trt")
 def require_tensorrt() -> None:
     """Say how to install TensorRT before anything tries to import it."""
     if importlib.util.find_spec("tensorrt") is None:
-        raise OatError("TensorRT is not installed: install JetPack's python3-libnvinfer on a Jetson, or "
-                       "`pip install tensorrt` on a desktop GPU; or use --backend ort")
+        raise OatError("TensorRT is not installed: on a Jetson use JetPack's python3-libnvinfer (apt), elsewhere "
+                       '`pip install "oatdeploy[trt]"` (tensorrt and cuda-python); or use --backend ort')
 
 
 def get_runner(backend: str, path: str | Path, **options: Any) -> Runner:
