@@ -38,15 +38,21 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def export_run(run: Path, out: Path, mode: str = "folded", samples: int = 64, adv_steps: int = 3) -> Path:
+    """Export a run's checkpoint to `out` with `samples` verification and calibration images."""
+    from oatdeploy.export.pipeline import export_deployment
+
+    export_deployment(run / "supernet.pt", out, mode=mode, verify_samples=samples, calib_samples=samples,
+                      adv_steps=adv_steps, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def profiled_deploy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained run exported (folded) and profiled at batch 1 on this machine. Tests must not modify it."""
-    from oatdeploy.export.pipeline import export_deployment
     from oatdeploy.runtime import Deployment
 
-    out = tmp_path_factory.mktemp("rt") / "fm"
-    export_deployment(trained_run / "supernet.pt", out, verify_samples=32, calib_samples=8, adv_steps=2,
-                      progress=False)
+    out = export_run(trained_run, tmp_path_factory.mktemp("rt") / "fm", samples=32, adv_steps=2)
     Deployment.load(out).profile(batches=(1,), min_runs=5, min_seconds=0.0, warmup=2)
     return out
 

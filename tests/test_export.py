@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import oatdeploy_cli, train_run
+from conftest import export_run, oatdeploy_cli, train_run
 from onnx import numpy_helper
 
 import oatdeploy
@@ -24,18 +24,12 @@ from oatdeploy.runtime.manifest import load_manifest
 
 @pytest.fixture(scope="module")
 def folded(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deploy") / "fm"
-    export_deployment(trained_run / "supernet.pt", out, verify_samples=64, calib_samples=32, adv_steps=3,
-                      progress=False)
-    return out
+    return export_run(trained_run, tmp_path_factory.mktemp("deploy") / "fm")
 
 
 @pytest.fixture(scope="module")
 def shared(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deploy") / "fm-shared"
-    export_deployment(trained_run / "supernet.pt", out, mode="shared", verify_samples=64, calib_samples=32,
-                      adv_steps=3, progress=False)
-    return out
+    return export_run(trained_run, tmp_path_factory.mktemp("deploy") / "fm-shared", "shared")
 
 
 def test_every_folded_graph_matches_the_supernet_and_is_plain(folded: Path, trained_run: Path) -> None:
@@ -114,7 +108,7 @@ def test_manifest_round_trip(folded: Path, trained_run: Path) -> None:
     for entry in (manifest["calibration"], manifest["verification"]["clean"]):
         assert entry["sha256"] == sha256_file(folded / entry["path"])
     calib, clean = np.load(folded / "calib.npz"), np.load(folded / "verify/clean.npz")
-    assert calib["x"].dtype == np.float32 and calib["x"].shape == (32, 1, 28, 28)
+    assert calib["x"].dtype == np.float32 and calib["x"].shape == (64, 1, 28, 28)
     assert clean["x"].shape == (64, 1, 28, 28) and clean["y"].dtype == np.int64
     eval_rows = {(r["lambda"], r["width"]): r for r in json.loads((trained_run / "eval.json").read_text())["results"]}
     for v in manifest["variants"]:

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import oatdeploy_cli
+from conftest import export_run, oatdeploy_cli
 
 from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.export.calibration import OrtCalibrationReader, calibration_feeds, load_calibration
 from oatdeploy.export.engines import check_profile, engine_relpath, timing_cache_path
-from oatdeploy.export.pipeline import export_deployment
 from oatdeploy.export.precision_verify import verify_precision
 from oatdeploy.export.quantize import quantize_deployment
 from oatdeploy.runtime import Deployment
@@ -27,20 +26,14 @@ from oatdeploy.runtime.manifest import load_manifest
 SAMPLES = 64
 
 
-def export(run: Path, out: Path, mode: str) -> Path:
-    export_deployment(run / "supernet.pt", out, mode=mode, verify_samples=SAMPLES, calib_samples=64, adv_steps=3,
-                      progress=False)
-    return out
-
-
 @pytest.fixture(scope="module")
 def folded(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(trained_run, tmp_path_factory.mktemp("q") / "fm", "folded")
+    return export_run(trained_run, tmp_path_factory.mktemp("q") / "fm", samples=SAMPLES)
 
 
 @pytest.fixture(scope="module")
 def shared(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(trained_run, tmp_path_factory.mktemp("q") / "fm-shared", "shared")
+    return export_run(trained_run, tmp_path_factory.mktemp("q") / "fm-shared", "shared", samples=SAMPLES)
 
 
 def copy_of(deploy: Path, tmp_path: Path) -> Path:

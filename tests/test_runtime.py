@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import oatdeploy_cli
+from conftest import export_run, oatdeploy_cli
 
 from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import ArtifactError, OatError
@@ -29,12 +29,7 @@ def deploy(profiled_deploy: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def shared_deploy(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from oatdeploy.export.pipeline import export_deployment
-
-    out = tmp_path_factory.mktemp("rt") / "shared"
-    export_deployment(trained_run / "supernet.pt", out, mode="shared", verify_samples=16, calib_samples=8,
-                      adv_steps=1, progress=False)
-    return out
+    return export_run(trained_run, tmp_path_factory.mktemp("rt") / "shared", "shared", samples=16, adv_steps=1)
 
 
 @pytest.fixture()

@@ -11,11 +11,10 @@ import pytest
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack's python3-libnvinfer or "
                                              "`pip install tensorrt`); these tests need it and a GPU")
 
-from conftest import oatdeploy_cli  # noqa: E402
+from conftest import export_run, oatdeploy_cli  # noqa: E402
 
 from oatdeploy.errors import OatError  # noqa: E402
 from oatdeploy.export.engines import build_engines  # noqa: E402
-from oatdeploy.export.pipeline import export_deployment  # noqa: E402
 from oatdeploy.export.precision_verify import verify_precision  # noqa: E402
 from oatdeploy.export.verify import cpu_session, run_graph  # noqa: E402
 from oatdeploy.runtime import Deployment  # noqa: E402
@@ -34,18 +33,12 @@ def gpu() -> None:
 
 @pytest.fixture(scope="module")
 def folded(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trt") / "fm"
-    export_deployment(trained_run / "supernet.pt", out, verify_samples=64, calib_samples=64, adv_steps=3,
-                      progress=False)
-    return out
+    return export_run(trained_run, tmp_path_factory.mktemp("trt") / "fm")
 
 
 @pytest.fixture(scope="module")
 def shared(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trt") / "fm-shared"
-    export_deployment(trained_run / "supernet.pt", out, mode="shared", verify_samples=64, calib_samples=64,
-                      adv_steps=3, progress=False)
-    return out
+    return export_run(trained_run, tmp_path_factory.mktemp("trt") / "fm-shared", "shared")
 
 
 def images(deploy: Path, n: int) -> np.ndarray:
