@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from oatdeploy.runtime import Deployment
+    from oatdeploy.runtime import Deployment, Variant
 
 # Sized for a 2-core CPU: an OATS resnet20 with two widths, PGD-3 training, PGD-10 evaluation on 500 images.
 DEMO_TRAIN = {"dataset": "fmnist-mini", "arch": "resnet20", "widths": [0.5, 1.0], "epochs": 4, "batch_size": 64,
@@ -67,19 +67,21 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     dep = Deployment.load(deploy)
     click.echo(format_profile(dep.profile(batches=(1,))))
     stage("select: the best clean accuracy within a budget")
-    picks = []
-    for budget in example_budgets(dep):
+    budgets = example_budgets(dep)
+    picks: list[Variant | None] = []
+    for budget in budgets:
         try:
             picks.append(dep.select(**budget))
             chosen = picks[-1].describe()
         except NoFeasibleVariant as e:
+            picks.append(None)
             chosen = f"none: {e}"
         click.echo(f"{', '.join(f'{k}={v:.3g}' for k, v in budget.items())}: {chosen}")
     try:
         from oatdeploy.plots import plot_deployment
 
-        png = plot_deployment(dep.variants, dep.key(), deploy / "tradeoff-ort-fp32.png", picks[0] if picks else None,
-                              example_budgets(dep)[0], title="oatdeploy demo: resnet20 on fmnist-mini")
+        png = plot_deployment(dep.variants, dep.key(), deploy / "tradeoff-ort-fp32.png", picks[0], budgets[0],
+                              title="oatdeploy demo: resnet20 on fmnist-mini")
         click.echo(f"plot: {png}")
     except OatError as e:
         click.echo(f"plot skipped: {e}")
