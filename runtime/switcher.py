@@ -199,6 +199,8 @@ class Switcher:
         self._window.append(elapsed_ms)
         if limit is None or len(self._window) < (self._window.maxlen or 0):
             return
+        if max(self._window) <= limit:  # then p95 is too; skips a ~20 µs percentile on almost every call
+            return
         p95 = float(np.percentile(np.fromiter(self._window, float), 95))
         if p95 <= limit:
             return
