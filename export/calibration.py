@@ -49,7 +49,12 @@ def calibration_file(deploy_dir: str | Path, source: str | Path | None = None) -
 def load_calibration(deploy_dir: str | Path, limit: int | None = None, source: str | Path | None = None) -> np.ndarray:
     """float32 [N, C, H, W] calibration images (see `calibration_file`), shaped like the model's input."""
     path, _ = calibration_file(deploy_dir, source)
-    fix = "re-export the deployment" if source is None else "write x as float32 [N, C, H, W] in [0, 1]"
+    return read_images(deploy_dir, path, limit, user_file=source is not None)
+
+
+def read_images(deploy_dir: str | Path, path: Path, limit: int | None, user_file: bool) -> np.ndarray:
+    """The `x` array of an already checked calibration .npz, checked against the model's input shape."""
+    fix = "write x as float32 [N, C, H, W] in [0, 1]" if user_file else "re-export the deployment"
     try:
         with np.load(path) as npz:
             if "x" not in npz:

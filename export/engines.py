@@ -20,13 +20,13 @@ from oatdeploy.export.calibration import (
     calibration_cache_path,
     calibration_file,
     entropy_calibrator,
-    load_calibration,
+    read_images,
 )
 from oatdeploy.runtime.backends import require_tensorrt
 from oatdeploy.runtime.backends.base import INPUT_NAME
 from oatdeploy.runtime.backends.cuda_mem import get_cuda
 from oatdeploy.runtime.backends.trt import current_device
-from oatdeploy.runtime.manifest import load_manifest, save_manifest
+from oatdeploy.runtime.manifest import load_manifest, update_variants
 
 PRECISIONS = ("fp32", "fp16", "int8")
 def check_profile(batch_profile: Sequence[int]) -> tuple[int, int, int]:
@@ -79,8 +79,8 @@ def build_engines(deploy_dir: str | Path, precision: str = "fp32", batch_profile
     cache_file = timing_cache_path(deploy_dir, here)
     calib = None
     if precision == "int8":
-        calib = load_calibration(deploy_dir, limit=calib_size, source=calib_data)
-        calib_sha = calibration_file(deploy_dir, calib_data)[1]
+        calib_path, calib_sha = calibration_file(deploy_dir, calib_data)
+        calib = read_images(deploy_dir, calib_path, calib_size, user_file=calib_data is not None)
         calib_batch = min(calib_batch, len(calib), profile[2])
     entries: list[dict[str, Any]] = []
     cache = None
@@ -143,9 +143,9 @@ def build_engines(deploy_dir: str | Path, precision: str = "fp32", batch_profile
 
 
 def record(deploy_dir: Path, variant_ids: list[str], entry: dict[str, Any]) -> None:
-    """Merge into the manifest as it is on disk now; an engine rebuilt at the same path replaces the old entry."""
-    manifest = load_manifest(deploy_dir, verify=False)
-    for v in manifest["variants"]:
+    """Add the engine to the variants it serves; one rebuilt at the same path replaces the old entry."""
+    def edit(v: dict[str, Any]) -> None:
         if v["id"] in variant_ids:
             v["engines"] = [e for e in v.get("engines") or [] if e.get("path") != entry["path"]] + [dict(entry)]
-    save_manifest(deploy_dir, manifest)
+
+    update_variants(deploy_dir, edit)

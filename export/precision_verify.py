@@ -17,7 +17,7 @@ import numpy as np
 from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime.backends import get_runner
 from oatdeploy.runtime.backends.base import Runner
-from oatdeploy.runtime.manifest import load_manifest, save_manifest
+from oatdeploy.runtime.manifest import load_manifest, update_variants
 
 PRECISIONS = ("fp16", "int8")
 BACKENDS = ("ort", "trt")
@@ -99,15 +99,16 @@ def verify_precision(deploy_dir: str | Path, precision: str, backend: str = "ort
 
 
 def record(deploy_dir: Path, precision: str, rows: list[dict[str, Any]]) -> None:
-    """Merge into the manifest as it is on disk now, written atomically."""
-    manifest = load_manifest(deploy_dir, verify=False)
+    """Write each variant's measured SA/RA under `precision_metrics[precision]`."""
     by_id = {r["id"]: r for r in rows}
-    for v in manifest["variants"]:
+
+    def edit(v: dict[str, Any]) -> None:
         r = by_id.get(v["id"])
         if r:
             v.setdefault("precision_metrics", {})[precision] = {
                 k: r[k] for k in ("clean_acc", "robust_acc", "source", "samples", "attack", "fp32")}
-    save_manifest(deploy_dir, manifest)
+
+    update_variants(deploy_dir, edit)
 
 
 def format_table(rows: list[dict[str, Any]], precision: str) -> str:

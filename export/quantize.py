@@ -18,7 +18,7 @@ from oatdeploy.atomic import atomic_path, sha256_file
 from oatdeploy.errors import OatError
 from oatdeploy.export.calibration import OrtCalibrationReader, load_calibration
 from oatdeploy.export.engines import graphs
-from oatdeploy.runtime.manifest import load_manifest, save_manifest
+from oatdeploy.runtime.manifest import load_manifest, update_variants
 
 PRECISIONS = ("int8", "fp16")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the compute; per-λ tables (Gather) and adds stay float
@@ -105,11 +105,12 @@ def quantize_deployment(deploy_dir: str | Path, precision: str = "int8", calib_s
 
 
 def record(deploy_dir: Path, precision: str, rows: list[dict[str, Any]]) -> None:
-    """Merge into the manifest as it is on disk now (another command may have written it since we read it)."""
-    manifest = load_manifest(deploy_dir, verify=False)
+    """Record each quantized graph in the variants it serves."""
     by_id = {vid: row for row in rows for vid in row["variants"]}
-    for v in manifest["variants"]:
+
+    def edit(v: dict[str, Any]) -> None:
         if v["id"] in by_id:
             v.setdefault("quantized", {})[precision] = {"onnx": by_id[v["id"]]["onnx"],
                                                         "sha256": by_id[v["id"]]["sha256"]}
-    save_manifest(deploy_dir, manifest)
+
+    update_variants(deploy_dir, edit)

@@ -12,7 +12,7 @@ import numpy as np
 from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
 from oatdeploy.runtime.device import device_name, gpu_name, latency_key
-from oatdeploy.runtime.manifest import load_manifest, save_manifest
+from oatdeploy.runtime.manifest import load_manifest, update_variants
 from oatdeploy.runtime.profile import measure
 from oatdeploy.runtime.select import Variant, pareto_front, select
 
@@ -168,14 +168,14 @@ class Deployment:
         return rows
 
     def save_latency(self, rows: list[dict[str, Any]]) -> None:
-        """Merge measurements into the manifest as it is on disk now (another tool may have written it since)."""
-        manifest = load_manifest(self.folder, verify=False)
-        entries = {e["id"]: e for e in manifest["variants"]}
-        for r in rows:
-            entries[r["id"]].setdefault("latency", {})[r["key"]] = {
-                k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs")}
-        save_manifest(self.folder, manifest)
-        self.manifest = manifest
+        """Store measurements under their device keys, beside other devices' profiles."""
+        def edit(v: dict[str, Any]) -> None:
+            for r in rows:
+                if r["id"] == v["id"]:
+                    v.setdefault("latency", {})[r["key"]] = {
+                        k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs")}
+
+        self.manifest = update_variants(self.folder, edit)
 
     def switcher(self, backend: str | None = None, precision: str | None = None, **options: Any) -> Switcher:
         """Serve this deployment: every variant preloaded (or `max_loaded` of them), budget via **options."""

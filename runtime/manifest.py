@@ -7,6 +7,7 @@ copied deployment that lost or changed a file is refused before anything runs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,16 @@ def save_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     path = Path(folder) / FILENAME
     atomic_write_json(path, manifest)
     return path
+
+
+def update_variants(folder: str | Path, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Apply `edit` to each variant of the manifest as it is on disk now, then write it back atomically.
+
+    Re-reading, rather than saving a copy read earlier, keeps what another command wrote in between:
+    profile, quantize, verify and build-engines each add their own fields to the same variants.
+    """
+    manifest = load_manifest(folder, verify=False)
+    for variant in manifest["variants"]:
+        edit(variant)
+    save_manifest(folder, manifest)
+    return manifest

@@ -47,8 +47,7 @@ def _violations(v: Variant, max_latency_ms: float | None, min_robust_acc: float 
     """How far a variant is from each given constraint (0 when met; latency relative, accuracy absolute)."""
     gaps: dict[str, float] = {}
     if max_latency_ms is not None:
-        latency = float("inf") if v.latency_ms is None else v.latency_ms
-        gaps["latency"] = max(0.0, latency - max_latency_ms) / max(max_latency_ms, 1e-9)
+        gaps["latency"] = max(0.0, _latency(v) - max_latency_ms) / max(max_latency_ms, 1e-9)
     if min_robust_acc is not None:
         gaps["robust accuracy"] = max(0.0, min_robust_acc - (v.robust_acc if v.robust_acc is not None else -1))
     if min_clean_acc is not None:
