@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oatdeploy.bench import train_step_seconds
+from oatdeploy.bench import time_steps, train_step_seconds
 from oatdeploy.runtime.device import cpu_name, gpu_name
 
 
@@ -48,11 +48,8 @@ def reference_step_seconds(ref_dir: Path, batch_size: int, pgd_steps: int, steps
     attacker = PGD(eps=8 / 255, steps=pgd_steps, use_FiLM=True)
     imgs = torch.rand(batch_size, *input_shape, device=device)
     labels = torch.randint(10, (batch_size,), device=device)
-    times = []
-    for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+
+    def step() -> None:
         lam_flat, lam, num_zeros = element_wise_sample_lambda("disc", lambdas, encoding_mat, batch_size=batch_size)
         logits = model(imgs, lam, num_zeros)
         lc = F.cross_entropy(logits, labels, reduction="none")
@@ -66,11 +63,8 @@ def reference_step_seconds(ref_dir: Path, batch_size: int, pgd_steps: int, steps
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+
+    return time_steps(step, steps, warmup, device)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -28,16 +29,25 @@ def train_step_seconds(arch: str = "resnet34", batch_size: int = 16, pgd_steps: 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch_size, *input_shape, generator=gen)
     y = torch.randint(num_classes, (batch_size,), generator=gen)
-    times = []
-    for i in range(warmup + steps):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+
+    def one_step() -> None:
         opt.zero_grad(set_to_none=True)
         step(x, y)
         opt.step()
         sched.step()
-        if dev.type == "cuda":
+
+    return time_steps(one_step, steps, warmup, dev)
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> list[float]:
+    """Wall seconds of each of `steps` calls after `warmup` untimed ones, CUDA work included."""
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
