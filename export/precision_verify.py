@@ -78,11 +78,12 @@ def verify_precision(deploy_dir: str | Path, precision: str, backend: str = "ort
             runners[kind, rel] = get_runner(kind, deploy_dir / rel, **options)
         return runners[kind, rel]
 
+    # Every variant's artifact up front: a missing one is one error line, before any work or progress bar.
+    plan = [(v, *artifact(deploy_dir, manifest, v, precision, backend)) for v in manifest["variants"]]
     try:
-        for v in tqdm(manifest["variants"], desc=f"verify ({source})", unit="variant", disable=not progress):
+        for v, rel, batch in tqdm(plan, desc=f"verify ({source})", unit="variant", disable=not progress):
             x_adv, y_adv = load_npz(deploy_dir, v.get("adv_examples"), ("x_adv", "y"),
                                     f"adversarial examples for {v['id']}")
-            rel, batch = artifact(deploy_dir, manifest, v, precision, backend)
             li = v.get("lam_index")
             low, ref = runner(backend, rel), runner("ort", v["onnx"])
             row = {"id": v["id"], "clean_acc": accuracy(low, x_clean, y_clean, li, batch),

@@ -100,6 +100,8 @@ def test_verify_without_quantized_model_names_the_fix(shared: Path, tmp_path: Pa
     (deploy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(OatError, match=r"oatdeploy quantize .* --precision fp16"):
         verify_precision(deploy, "fp16", progress=False)
+    done = oatdeploy_cli("verify", str(deploy), "--precision", "fp16")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_calibration_round_trip_and_tamper_refusal(folded: Path, tmp_path: Path) -> None:
