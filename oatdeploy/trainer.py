@@ -14,6 +14,7 @@ it is the same set, so `all` is the default and `sandwich` is an option.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -94,6 +95,11 @@ def init_distributed() -> DistInfo:
         return DistInfo()
     owns = not dist.is_initialized()
     if owns:
+        # torch.optim imports torch._dynamo on the first optimizer; done while a group exists, that import
+        # leaves references to the group that destroy_process_group() cannot drop, so gloo's worker threads
+        # outlive it and may free their last work (holding our tensors) during interpreter shutdown, which
+        # aborts the process ("terminate called without an active exception", about 1 run in 40).
+        importlib.import_module("torch._dynamo")
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 

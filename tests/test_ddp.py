@@ -8,9 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import oatdeploy
+
+THREADS_LEFT = """
+import os, sys
+from oatdeploy.trainer import TrainConfig, train
+train(TrainConfig(out=sys.argv[1], lambdas=[0.0, 1.0], widths=[1.0], batch_size=16, pgd_steps=1, max_steps=1,
+                  train_limit=64), progress=False)
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("gloo threads left:", sum("gloo" in n for n in names))
+"""
 
 
 def test_two_process_gloo_run(tmp_path: Path) -> None:
@@ -27,3 +37,16 @@ def test_two_process_gloo_run(tmp_path: Path) -> None:
     x = torch.rand(2, 1, 28, 28)
     assert torch.isfinite(sn.predict(x, 1.0, 0.5)).all()
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "supernet.pt", "train.log"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread names come from Linux /proc")
+def test_train_joins_gloo_threads_before_exit(tmp_path: Path) -> None:
+    """Gloo workers still alive at interpreter shutdown abort the process now and then; train() must end them."""
+    script = tmp_path / "run.py"
+    script.write_text(THREADS_LEFT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path / "ddp")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("gloo threads left: 0") == 2, result.stdout
