@@ -24,14 +24,18 @@ with open(os.path.join(sys.argv[2], "threads-" + os.environ["RANK"]), "w") as f:
 """
 
 
-def test_two_process_gloo_run(tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "oatdeploy.cli", "train", "--lambdas", "0,1", "--widths", "0.5,1", "--batch-size", "32",
-           "--pgd-steps", "1", "--max-steps", "3", "--train-limit", "256", "--out", str(out)]
+def torchrun_two(*args: str) -> None:
+    """Run ARGS under torchrun with two CPU processes; both must exit 0."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_process_gloo_run(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    torchrun_two("-m", "oatdeploy.cli", "train", "--lambdas", "0,1", "--widths", "0.5,1", "--batch-size", "32",
+                 "--pgd-steps", "1", "--max-steps", "3", "--train-limit", "256", "--out", str(out))
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2
     sn = oatdeploy.load_checkpoint(out / "supernet.pt")
@@ -45,10 +49,6 @@ def test_train_joins_gloo_threads_before_exit(tmp_path: Path) -> None:
     """Gloo workers still alive at interpreter shutdown abort the process now and then; train() must end them."""
     script = tmp_path / "run.py"
     script.write_text(THREADS_LEFT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path / "ddp"), str(tmp_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun_two(str(script), str(tmp_path / "ddp"), str(tmp_path))
     left = {rank: (tmp_path / f"threads-{rank}").read_text() for rank in (0, 1)}
     assert left == {0: "", 1: ""}, f"gloo threads alive after train(): {left}"
