@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 
+from oatdeploy.checkpoint import model_from_config
 from oatdeploy.lambdas import DEFAULT_LAMBDAS, build_table
-from oatdeploy.models import create_model
 from oatdeploy.trainer import DistInfo, OATStep, TrainConfig, make_optimizer, resolve_device
 
 
@@ -20,8 +21,7 @@ def train_step_seconds(arch: str = "resnet34", batch_size: int = 16, pgd_steps: 
                       lambdas=list(DEFAULT_LAMBDAS), eps=8 / 255, device=device, num_classes=num_classes,
                       input_shape=list(input_shape), out="")
     dev = resolve_device(cfg, DistInfo())
-    model = create_model(arch, widths=cfg.widths, num_classes=num_classes, in_channels=input_shape[0],
-                         enc_dim=cfg.enc_dim).to(dev).train()
+    model = model_from_config(asdict(cfg)).to(dev).train()
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     step = OATStep(model, cfg, build_table(cfg.enc_kind, cfg.lambdas, cfg.enc_dim, cfg.seed), dev, seed=0)

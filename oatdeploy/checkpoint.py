@@ -53,8 +53,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_config(config: dict[str, Any]) -> OATModel:
+    """The supernet a resolved config describes (checkpoints from before FiLM kinds existed used the MLP)."""
     return create_model(config["arch"], widths=config["widths"], num_classes=config["num_classes"],
-                        in_channels=config["input_shape"][0], enc_dim=config["enc_dim"])
+                        in_channels=config["input_shape"][0], enc_dim=config["enc_dim"],
+                        film=config.get("film", "mlp"))
 
 
 def load_supernet(path: str | os.PathLike) -> Supernet:

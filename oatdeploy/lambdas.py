@@ -71,12 +71,32 @@ def clean_count(batch_size: int, lambdas: Sequence[float], clean_share: float | 
 
 
 def sample_indices(batch_size: int, lambdas: Sequence[float], generator: torch.Generator,
-                   clean_share: float | None = None) -> tuple[torch.Tensor, int]:
-    """Element-wise λ indices [N] into `lambdas`, λ = 0 first; returns (indices, n_clean)."""
+                   clean_share: float | None = None,
+                   weights: Sequence[float] | None = None) -> tuple[torch.Tensor, int]:
+    """Element-wise λ indices [N] into `lambdas`, λ = 0 first; returns (indices, n_clean).
+
+    The non-zero choices are drawn uniformly (the paper), or in proportion to `weights` (one per
+    non-zero choice, in order).
+    """
     n_clean = clean_count(batch_size, lambdas, clean_share)
     nonzero = [i for i, v in enumerate(lambdas) if v != 0.0]
     head = torch.full((n_clean,), lambdas.index(0.0) if n_clean else 0, dtype=torch.long)
     if not nonzero:
         return head, n_clean
-    pick = torch.randint(len(nonzero), (batch_size - n_clean,), generator=generator)
+    n = batch_size - n_clean
+    if weights is None:
+        pick = torch.randint(len(nonzero), (n,), generator=generator)
+    else:
+        pick = torch.multinomial(torch.tensor(weights, dtype=torch.float), n, replacement=True, generator=generator)
     return torch.cat([head, torch.tensor(nonzero, dtype=torch.long)[pick]]), n_clean
+
+
+def check_weights(weights: Sequence[float] | None, lambdas: Sequence[float]) -> list[float] | None:
+    """One positive weight per non-zero λ choice, or None for uniform sampling."""
+    if weights is None:
+        return None
+    nonzero = [v for v in lambdas if v != 0.0]
+    if len(weights) != len(nonzero) or any(not w > 0 for w in weights):
+        raise OatError(f"--lambda-weights needs one positive weight per non-zero λ ({len(nonzero)} for "
+                       f"{nonzero}), got {list(weights)}")
+    return [float(w) for w in weights]

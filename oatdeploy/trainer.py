@@ -34,8 +34,16 @@ from oatdeploy.atomic import atomic_write_json
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.checkpoint import model_from_config, read_checkpoint, save_checkpoint
 from oatdeploy.errors import OatError
-from oatdeploy.lambdas import DEFAULT_LAMBDAS, build_table, check_lambdas, check_widths, sample_indices
+from oatdeploy.lambdas import (
+    DEFAULT_LAMBDAS,
+    build_table,
+    check_lambdas,
+    check_weights,
+    check_widths,
+    sample_indices,
+)
 from oatdeploy.models import OATModel
+from oatdeploy.nn import FILM_KINDS, SwitchableFiLM
 
 log = logging.getLogger("oatdeploy.train")
 
@@ -62,7 +70,11 @@ class TrainConfig:
     step_size: float | None = None
     enc_kind: str = "rand"
     enc_dim: int = 128
+    film: str = "mlp"  # FiLM kind: linear (per-λ table), mlp (the paper's MLP, identity start), paper (its init too)
+    film_lr_scale: float = 1.0  # FiLM's learning rate as a multiple of --lr
+    film_weight_decay: float | None = None  # None: the same as --weight-decay
     clean_share: float | None = None
+    lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
     train_limit: int | None = None
     augment: bool = True
     dual_bn: bool = True  # False: every sample uses the clean BN (the paper's ablation)
@@ -187,7 +199,8 @@ class OATStep:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        lam_idx, n_clean = sample_indices(x.shape[0], self.cfg.lambdas, self.lam_gen, self.cfg.clean_share)
+        lam_idx, n_clean = sample_indices(x.shape[0], self.cfg.lambdas, self.lam_gen, self.cfg.clean_share,
+                                          self.cfg.lambda_weights)
         lam_idx = lam_idx.to(self.device)
         total, stats = 0.0, {}
         for w in self.widths_for_step():
@@ -198,8 +211,13 @@ class OATStep:
 
 
 def make_optimizer(model: OATModel, cfg: TrainConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=False)
+    """SGD with FiLM's parameters in their own group (its own learning rate and weight decay)."""
+    film = {id(p): p for m in model.modules() if isinstance(m, SwitchableFiLM) for p in m.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in film]
+    film_wd = cfg.weight_decay if cfg.film_weight_decay is None else cfg.film_weight_decay
+    groups = [{"params": rest},
+              {"params": list(film.values()), "lr": cfg.lr * cfg.film_lr_scale, "weight_decay": film_wd}]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=False)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
     return opt, sched
 
@@ -207,6 +225,11 @@ def make_optimizer(model: OATModel, cfg: TrainConfig, total_steps: int) -> tuple
 def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: int) -> TrainConfig:
     cfg.lambdas = check_lambdas(cfg.lambdas)
     cfg.widths = check_widths(cfg.widths)
+    cfg.lambda_weights = check_weights(cfg.lambda_weights, cfg.lambdas)
+    if cfg.film not in FILM_KINDS:
+        raise OatError(f"--film must be one of {', '.join(FILM_KINDS)}, got {cfg.film!r}")
+    if cfg.film_lr_scale <= 0 or (cfg.film_weight_decay is not None and cfg.film_weight_decay < 0):
+        raise OatError("--film-lr-scale must be positive and --film-weight-decay non-negative")
     if cfg.width_rule not in ("all", "sandwich"):
         raise OatError(f"--width-rule must be 'all' or 'sandwich', got {cfg.width_rule!r}")
     if cfg.batch_size < 2:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import oatdeploy
 from oatdeploy.data import load_dataset
-from oatdeploy.evaluate import apgd_accuracy, format_table
+from oatdeploy.evaluate import apgd_correct, format_table, unpack_mask
 
 
 def test_eval_json_covers_every_lambda_and_width(trained_run: Path) -> None:
@@ -17,6 +17,11 @@ def test_eval_json_covers_every_lambda_and_width(trained_run: Path) -> None:
     assert pairs == {(lam, w) for lam in (0.0, 0.4, 1.0) for w in (0.5, 1.0)}
     for row in report["results"]:
         assert 0.0 <= row["robust_acc"] <= row["clean_acc"] <= 1.0
+        assert row["n"] == 128
+        for kind in ("clean", "robust"):
+            lo, hi = row[f"{kind}_ci95"]
+            assert lo <= row[f"{kind}_acc"] <= hi and hi - lo > 0.05  # 128 images: about ±8 points
+            assert unpack_mask(row[f"{kind}_correct"], 128).mean() == row[f"{kind}_acc"]
     assert format_table(report).count("\n") == 4
 
 
@@ -25,4 +30,4 @@ def test_apgd_ce_through_art_is_at_most_clean_accuracy(trained_run: Path) -> Non
     test = load_dataset("fmnist-mini", split="test", limit=16)
     sub = sn.subnet(1.0, 0.5)
     clean = float((sub(test.x).argmax(1) == test.y).float().mean())
-    assert 0.0 <= apgd_accuracy(sub, test.x, test.y, eps=0.1, num_classes=10) <= clean
+    assert 0.0 <= float(apgd_correct(sub, test.x, test.y, eps=0.1, num_classes=10).float().mean()) <= clean

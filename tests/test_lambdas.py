@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from oatdeploy.errors import OatError
-from oatdeploy.lambdas import DEFAULT_LAMBDAS, build_table, check_lambdas, check_widths, clean_count, sample_indices
+from oatdeploy.lambdas import (
+    DEFAULT_LAMBDAS,
+    build_table,
+    check_lambdas,
+    check_weights,
+    check_widths,
+    clean_count,
+    sample_indices,
+)
 
 
 def test_sampling_puts_a_fixed_share_of_clean_samples_first() -> None:
@@ -49,3 +57,16 @@ def test_bad_choices_are_rejected() -> None:
     with pytest.raises(OatError, match="unknown λ encoding"):
         build_table("sincos", [0.0])
     assert check_lambdas([1, 0, 0.4, 0]) == [0.0, 0.4, 1.0]
+
+
+def test_weighted_sampling_follows_the_weights_and_checks_them() -> None:
+    lams = list(DEFAULT_LAMBDAS)
+    gen = torch.Generator().manual_seed(0)
+    weights = check_weights([1, 1, 1, 1, 4], lams)
+    draws = torch.cat([sample_indices(60, lams, gen, weights=weights)[0][10:] for _ in range(200)])
+    share_of_one = float((draws == lams.index(1.0)).float().mean())
+    assert abs(share_of_one - 0.5) < 0.03
+    assert check_weights(None, lams) is None
+    for bad in ([1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, -2]):
+        with pytest.raises(OatError, match="one positive weight per non-zero λ"):
+            check_weights(bad, lams)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from oatdeploy.nn import DualBN2d, FiLM, SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
+from oatdeploy.lambdas import build_table
+from oatdeploy.nn import (
+    DualBN2d,
+    FiLM,
+    FiLMSpec,
+    LinearFiLM,
+    SlimConv2d,
+    SlimLinear,
+    SwitchableDualBN2d,
+    SwitchableFiLM,
+    channels_for,
+)
 
 
 def test_film_shapes_and_identity_start() -> None:
@@ -25,6 +36,29 @@ def test_film_coefficients_are_leaky_relu_activated() -> None:
         film.MLP[2].weight.zero_()
     m, s = film.coefficients(torch.zeros(1, 4))
     assert torch.allclose(m, torch.full_like(m, -0.05)) and torch.allclose(s, torch.full_like(s, -0.05))
+
+
+def test_paper_init_starts_far_from_the_identity() -> None:
+    torch.manual_seed(0)
+    m, _ = FiLM(channels=64, enc_dim=128, identity_init=False).coefficients(build_table("rand", [0.1, 1.0], 128))
+    assert m.abs().mean() < 0.3  # the reference's init: scale near 0, not 1
+
+
+def test_linear_film_is_a_per_lambda_table_starting_at_the_identity() -> None:
+    """With orthonormal encodings a step on one λ's samples leaves every other λ's (scale, shift) untouched."""
+    for kind in ("rand", "onehot", "dct"):
+        enc = build_table(kind, [0.0, 0.1, 0.4, 1.0], 16)
+        film = LinearFiLM(channels=5, enc_dim=16)
+        x = torch.randn(3, 5, 4, 4)
+        assert torch.equal(film(x, enc[[1, 1, 1]]), x)
+        before = [t.detach().clone() for t in film.coefficients(enc)]
+        film(x, enc[[3, 3, 3]]).square().sum().backward()
+        with torch.no_grad():
+            film.weight -= 0.1 * film.weight.grad
+        after = film.coefficients(enc)
+        for b, a in zip(before, after, strict=True):
+            assert torch.allclose(a[:3], b[:3], atol=1e-6), kind  # λ = 0, 0.1, 0.4 unmoved
+            assert not torch.allclose(a[3], b[3]), kind  # λ = 1 learned
 
 
 def test_dual_bn_routes_leading_samples_to_clean_bn() -> None:
@@ -48,7 +82,7 @@ def test_switchable_modules_keep_private_state_per_width() -> None:
     widths = [0.5, 1.0]
     chans = channels_for(8, widths)
     assert chans == [4, 8]
-    sbn, sfilm = SwitchableDualBN2d(chans), SwitchableFiLM(chans, enc_dim=6)
+    sbn, sfilm = SwitchableDualBN2d(chans), SwitchableFiLM(chans, FiLMSpec(6))
     x_small, x_full = torch.randn(2, 4, 3, 3), torch.randn(2, 8, 3, 3)
     assert sbn(x_small, 1, 0).shape == x_small.shape and sbn(x_full, 1, 1).shape == x_full.shape
     assert sfilm(x_small, torch.randn(2, 6), 0).shape == x_small.shape

@@ -12,17 +12,23 @@ import oatdeploy
 from oatdeploy.errors import OatError
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model, list_models
+from oatdeploy.nn import FILM_KINDS, LinearFiLM
 from oatdeploy.supernet import Supernet
 
 LAMBDAS = [0.0, 0.2, 1.0]
 WIDTHS = [0.5, 0.75, 1.0]
 
 
-def randomized_supernet(arch: str, in_channels: int, size: int, dual_bn: bool = True) -> Supernet:
-    """A supernet whose BN statistics and affines are random, so folding has something to get wrong."""
+def randomized_supernet(arch: str, in_channels: int, size: int, dual_bn: bool = True,
+                        film: str = "mlp") -> Supernet:
+    """A supernet whose BN statistics and affines (and FiLM tables) are random, so folding has something to get
+    wrong."""
     torch.manual_seed(0)
-    model = create_model(arch, widths=WIDTHS, num_classes=10, in_channels=in_channels, enc_dim=16)
+    model = create_model(arch, widths=WIDTHS, num_classes=10, in_channels=in_channels, enc_dim=16, film=film)
     for m in model.modules():
+        if isinstance(m, LinearFiLM):
+            with torch.no_grad():
+                m.weight.uniform_(-0.3, 0.3)
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
@@ -38,12 +44,17 @@ def test_registry_lists_the_paper_models_and_rejects_unknown() -> None:
     assert {"resnet20", "resnet34", "wrn16_8", "wrn40_2"} <= set(list_models())
     with pytest.raises(OatError, match="resnet20"):
         create_model("resnet1000")
+    with pytest.raises(OatError, match="linear"):
+        create_model("resnet20", film="table")
 
 
-@pytest.mark.parametrize(("arch", "channels", "size"), [("resnet20", 1, 28), ("resnet34", 3, 16),
-                                                        ("wrn16_8", 3, 16), ("wrn40_2", 1, 12)])
-def test_folded_subnet_matches_supernet_for_every_lambda_and_width(arch: str, channels: int, size: int) -> None:
-    sn = randomized_supernet(arch, channels, size)
+@pytest.mark.parametrize(("arch", "channels", "size", "film"),
+                         [("resnet20", 1, 28, "mlp"), ("resnet34", 3, 16, "mlp"), ("wrn16_8", 3, 16, "mlp"),
+                          ("wrn40_2", 1, 12, "mlp"), *[("resnet20", 1, 28, k) for k in FILM_KINDS if k != "mlp"],
+                          ("wrn40_2", 1, 12, "linear")])
+def test_folded_subnet_matches_supernet_for_every_lambda_and_width(arch: str, channels: int, size: int,
+                                                                   film: str) -> None:
+    sn = randomized_supernet(arch, channels, size, film=film)
     x = torch.rand(3, channels, size, size)
     for w in WIDTHS:
         shared = sn.shared_subnet(w)

@@ -26,8 +26,15 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, widths: Sequence[float] = (1.0,), num_classes: int = 10, in_channels: int = 3,
-                 enc_dim: int = 128) -> OATModel:
-    """Build a supernet by name; widths are fractions of the full channel counts, largest last."""
+                 enc_dim: int = 128, film: str = "mlp") -> OATModel:
+    """Build a supernet by name; widths are fractions of the full channel counts, largest last; `film` is
+    the FiLM kind (oatdeploy.nn.FILM_KINDS)."""
+    from oatdeploy.nn import FiLMSpec
+
     if name not in _MODELS:
         raise OatError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}")
-    return _MODELS[name](list(widths), num_classes, in_channels, enc_dim)
+    try:
+        spec = FiLMSpec(enc_dim, film)
+    except ValueError as e:
+        raise OatError(str(e)) from None
+    return _MODELS[name](widths=list(widths), num_classes=num_classes, in_channels=in_channels, film=spec)

@@ -6,6 +6,8 @@ BN_c/BN_a, FiLM MLP) so its checkpoints can be mapped onto these models.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,20 +15,20 @@ from torch import nn
 from oatdeploy.models.base import Cond, FoldCtx, OATModel, conv_spec
 from oatdeploy.models.plain import PlainBasicBlock, PlainNet, build_layer, plain_linear
 from oatdeploy.models.registry import register
-from oatdeploy.nn import SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
+from oatdeploy.nn import FiLMSpec, SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
 
 
 class BasicBlockOAT(nn.Module):
     """conv→BN→FiLM→ReLU→conv→BN→FiLM, plus (conv→BN) shortcut when the shape changes, then ReLU."""
 
-    def __init__(self, in_list: list[int], out_list: list[int], stride: int, enc_dim: int) -> None:
+    def __init__(self, in_list: list[int], out_list: list[int], stride: int, film: FiLMSpec) -> None:
         super().__init__()
         self.conv1 = SlimConv2d(in_list, out_list, 3, stride, 1)
         self.bn1 = SwitchableDualBN2d(out_list)
-        self.film1 = SwitchableFiLM(out_list, enc_dim)
+        self.film1 = SwitchableFiLM(out_list, film)
         self.conv2 = SlimConv2d(out_list, out_list, 3, 1, 1)
         self.bn2 = SwitchableDualBN2d(out_list)
-        self.film2 = SwitchableFiLM(out_list, enc_dim)
+        self.film2 = SwitchableFiLM(out_list, film)
         self.mismatch = stride != 1 or in_list != out_list
         if self.mismatch:
             self.conv_sc = SlimConv2d(in_list, out_list, 1, stride, 0)
@@ -52,19 +54,19 @@ class ResNetOAT(OATModel):
     """Stem conv→BN→FiLM→ReLU, stages of BasicBlocks, global average pool, linear."""
 
     def __init__(self, stem: int, stages: list[int], channels: list[int], strides: list[int],
-                 widths: list[float], num_classes: int, in_channels: int, enc_dim: int) -> None:
+                 widths: list[float], num_classes: int, in_channels: int, film: FiLMSpec) -> None:
         super().__init__()
         self.widths, self.num_classes = list(widths), num_classes
-        self.in_channels, self.enc_dim = in_channels, enc_dim
+        self.in_channels, self.enc_dim = in_channels, film.enc_dim
         stem_list = channels_for(stem, widths)
         self.conv1 = SlimConv2d([in_channels] * len(widths), stem_list, 3, 1, 1)
         self.bn1 = SwitchableDualBN2d(stem_list)
-        self.film1 = SwitchableFiLM(stem_list, enc_dim)
+        self.film1 = SwitchableFiLM(stem_list, film)
         prev = stem_list
         self.bundles: list[nn.ModuleList] = []
         for i, (n_blocks, ch, stride) in enumerate(zip(stages, channels, strides, strict=True)):
             out = channels_for(ch, widths)
-            blocks = [BasicBlockOAT(prev if j == 0 else out, out, stride if j == 0 else 1, enc_dim)
+            blocks = [BasicBlockOAT(prev if j == 0 else out, out, stride if j == 0 else 1, film)
                       for j in range(n_blocks)]
             bundle = nn.ModuleList(blocks)
             self.add_module(f"bundle{i + 1}", bundle)
@@ -88,13 +90,12 @@ class ResNetOAT(OATModel):
 
 
 @register("resnet20")
-def resnet20(widths: list[float], num_classes: int, in_channels: int, enc_dim: int) -> ResNetOAT:
+def resnet20(**kwargs: Any) -> ResNetOAT:
     """ResNet-20 (He et al., CIFAR): 3×3 BasicBlocks, 16/32/64 channels. Small enough for CPUs."""
-    return ResNetOAT(16, [3, 3, 3], [16, 32, 64], [1, 2, 2], widths, num_classes, in_channels, enc_dim)
+    return ResNetOAT(16, [3, 3, 3], [16, 32, 64], [1, 2, 2], **kwargs)
 
 
 @register("resnet34")
-def resnet34(widths: list[float], num_classes: int, in_channels: int, enc_dim: int) -> ResNetOAT:
+def resnet34(**kwargs: Any) -> ResNetOAT:
     """The paper's CIFAR ResNet-34: 3/4/6/3 BasicBlocks, 64–512 channels, 3×3 stem without max-pool."""
-    return ResNetOAT(64, [3, 4, 6, 3], [64, 128, 256, 512], [1, 2, 2, 2], widths, num_classes, in_channels,
-                     enc_dim)
+    return ResNetOAT(64, [3, 4, 6, 3], [64, 128, 256, 512], [1, 2, 2, 2], **kwargs)

@@ -7,6 +7,8 @@ the first conv of each block.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,19 +16,19 @@ from torch import nn
 from oatdeploy.models.base import Cond, FoldCtx, OATModel, affine_spec, bare_conv_spec, conv_spec
 from oatdeploy.models.plain import PlainNet, PlainPreActBlock, build_layer, plain_linear
 from oatdeploy.models.registry import register
-from oatdeploy.nn import SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
+from oatdeploy.nn import FiLMSpec, SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
 
 
 class PreActBlockOAT(nn.Module):
     """o = ReLU(FiLM(BN(x))); out = conv2(ReLU(FiLM(BN(conv1(o))))) + (conv_sc(o) or x)."""
 
-    def __init__(self, in_list: list[int], out_list: list[int], stride: int, enc_dim: int) -> None:
+    def __init__(self, in_list: list[int], out_list: list[int], stride: int, film: FiLMSpec) -> None:
         super().__init__()
         self.bn1 = SwitchableDualBN2d(in_list)
-        self.film1 = SwitchableFiLM(in_list, enc_dim)
+        self.film1 = SwitchableFiLM(in_list, film)
         self.conv1 = SlimConv2d(in_list, out_list, 3, stride, 1)
         self.bn2 = SwitchableDualBN2d(out_list)
-        self.film2 = SwitchableFiLM(out_list, enc_dim)
+        self.film2 = SwitchableFiLM(out_list, film)
         self.conv2 = SlimConv2d(out_list, out_list, 3, 1, 1)
         self.mismatch = stride != 1 or in_list != out_list
         if self.mismatch:
@@ -53,26 +55,26 @@ class WideResNetOAT(OATModel):
     """WRN-depth-k: 3×3 stem, three stages of (depth−4)/6 pre-activation blocks, BN→FiLM→ReLU head."""
 
     def __init__(self, depth: int, k: int, widths: list[float], num_classes: int, in_channels: int,
-                 enc_dim: int) -> None:
+                 film: FiLMSpec) -> None:
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
         self.widths, self.num_classes = list(widths), num_classes
-        self.in_channels, self.enc_dim = in_channels, enc_dim
+        self.in_channels, self.enc_dim = in_channels, film.enc_dim
         stem_list = channels_for(16, widths)
         self.conv1 = SlimConv2d([in_channels] * len(widths), stem_list, 3, 1, 1)
         prev = stem_list
         self.bundles: list[nn.ModuleList] = []
         for i, (ch, stride) in enumerate(zip([16 * k, 32 * k, 64 * k], [1, 2, 2], strict=True)):
             out = channels_for(ch, widths)
-            bundle = nn.ModuleList(PreActBlockOAT(prev if j == 0 else out, out, stride if j == 0 else 1, enc_dim)
+            bundle = nn.ModuleList(PreActBlockOAT(prev if j == 0 else out, out, stride if j == 0 else 1, film)
                                    for j in range(n))
             self.add_module(f"bundle{i + 1}", bundle)
             self.bundles.append(bundle)
             prev = out
         self.bn_final = SwitchableDualBN2d(prev)
-        self.film_final = SwitchableFiLM(prev, enc_dim)
+        self.film_final = SwitchableFiLM(prev, film)
         self.linear = SlimLinear(prev, num_classes)
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor, n_clean: int, width_idx: int) -> torch.Tensor:
@@ -93,12 +95,12 @@ class WideResNetOAT(OATModel):
 
 
 @register("wrn16_8")
-def wrn16_8(widths: list[float], num_classes: int, in_channels: int, enc_dim: int) -> WideResNetOAT:
+def wrn16_8(**kwargs: Any) -> WideResNetOAT:
     """WRN-16-8 (the paper's SVHN model)."""
-    return WideResNetOAT(16, 8, widths, num_classes, in_channels, enc_dim)
+    return WideResNetOAT(16, 8, **kwargs)
 
 
 @register("wrn40_2")
-def wrn40_2(widths: list[float], num_classes: int, in_channels: int, enc_dim: int) -> WideResNetOAT:
+def wrn40_2(**kwargs: Any) -> WideResNetOAT:
     """WRN-40-2 (the paper's STL-10 model)."""
-    return WideResNetOAT(40, 2, widths, num_classes, in_channels, enc_dim)
+    return WideResNetOAT(40, 2, **kwargs)

@@ -1,12 +1,15 @@
 """Layers of the OATS supernet: FiLM, dual BN, slimmable conv/linear, switchable dual BN."""
 
 from oatdeploy.nn.dual_bn import DualBN2d, SwitchableDualBN2d, bn_affine, switchable_affine
-from oatdeploy.nn.film import FiLM, SwitchableFiLM, film_affine
+from oatdeploy.nn.film import FILM_KINDS, FiLM, FiLMSpec, LinearFiLM, SwitchableFiLM, film_affine
 from oatdeploy.nn.slimmable import SlimConv2d, SlimLinear, channels_for
 
 __all__ = [
+    "FILM_KINDS",
     "DualBN2d",
     "FiLM",
+    "FiLMSpec",
+    "LinearFiLM",
     "SlimConv2d",
     "SlimLinear",
     "SwitchableDualBN2d",

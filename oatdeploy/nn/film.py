@@ -1,27 +1,54 @@
-"""FiLM: the λ encoding becomes a per-channel scale and shift (Perez et al.; OAT, Wang et al. 2020)."""
+"""FiLM: the λ encoding becomes a per-channel scale and shift (Perez et al.; OAT, Wang et al. 2020).
+
+Three kinds, chosen by `TrainConfig.film` (the checkpoint records which):
+- `linear` (default): m = 1 + A·e, s = B·e, no hidden layer. With the orthonormal encodings (`rand`,
+  `onehot`, `dct`) each λ owns its own (m, s) — a per-λ table — and gradient steps for one λ never move
+  another's; it starts at the identity. This is what makes the λ knob turn at small budgets (see
+  docs/knob.md): the MLP's λ-dependent part is a product of two small random matrices whose gradient
+  is proportional to the other factor, so it barely leaves zero in a few epochs.
+- `mlp`: the paper's two-layer MLP with leaky-ReLU outputs, its scale bias starting at 1 (identity).
+- `paper`: the same MLP with PyTorch's default initialisation, exactly as the reference code.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+FILM_KINDS = ("linear", "mlp", "paper")
+
+
+@dataclass(frozen=True)
+class FiLMSpec:
+    """What every FiLM layer of a model is: its kind and the λ encoding's dimension."""
+
+    enc_dim: int
+    kind: str = "mlp"
+
+    def __post_init__(self) -> None:
+        if self.kind not in FILM_KINDS:
+            raise ValueError(f"unknown FiLM kind {self.kind!r}; choose one of: {', '.join(FILM_KINDS)}")
+
 
 class FiLM(nn.Module):
     """Two-layer MLP on the λ encoding → (scale m, shift s), both leaky-ReLU activated as in the paper.
 
-    The output bias of the scale half starts at 1, so FiLM starts near the identity and a short run
-    trains like a plain ResNet; the paper's random init is otherwise kept.
+    With `identity_init` the output bias of the scale half starts at 1, so FiLM starts at the identity;
+    without it the layer is initialised as the reference code does (m and s start near 0).
     """
 
-    def __init__(self, channels: int, enc_dim: int, hidden_mult: int = 1) -> None:
+    def __init__(self, channels: int, enc_dim: int, hidden_mult: int = 1, identity_init: bool = True) -> None:
         super().__init__()
         self.channels = channels
         hidden = 2 * channels * hidden_mult
         self.MLP = nn.Sequential(nn.Linear(enc_dim, hidden), nn.LeakyReLU(), nn.Linear(hidden, 2 * channels))
-        with torch.no_grad():
-            self.MLP[2].bias[:channels].fill_(1.0)
-            self.MLP[2].bias[channels:].zero_()
+        if identity_init:
+            with torch.no_grad():
+                self.MLP[2].bias[:channels].fill_(1.0)
+                self.MLP[2].bias[channels:].zero_()
 
     def coefficients(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """enc [B, d] -> (m, s), each [B, C]."""
@@ -33,12 +60,40 @@ class FiLM(nn.Module):
         return torch.addcmul(s[:, :, None, None], x, m[:, :, None, None])
 
 
+class LinearFiLM(nn.Module):
+    """m = 1 + A·e, s = B·e: a per-λ (scale, shift) table when the encodings are orthonormal.
+
+    No bias and no activation: the λ-independent affine is the BN's, and a table needs neither. Weight
+    decay pulls it back to the identity, not to zero.
+    """
+
+    def __init__(self, channels: int, enc_dim: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.weight = nn.Parameter(torch.zeros(2 * channels, enc_dim))
+
+    def coefficients(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """enc [B, d] -> (m, s), each [B, C]."""
+        m, s = F.linear(enc, self.weight).split(self.channels, dim=-1)
+        return 1 + m, s
+
+    def forward(self, x: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
+        m, s = self.coefficients(enc)
+        return torch.addcmul(s[:, :, None, None], x, m[:, :, None, None])
+
+
+def make_film(channels: int, spec: FiLMSpec) -> nn.Module:
+    if spec.kind == "linear":
+        return LinearFiLM(channels, spec.enc_dim)
+    return FiLM(channels, spec.enc_dim, identity_init=spec.kind == "mlp")
+
+
 class SwitchableFiLM(nn.Module):
     """One FiLM per width: like switchable BN, the modulation is private to each width."""
 
-    def __init__(self, channels_list: list[int], enc_dim: int) -> None:
+    def __init__(self, channels_list: list[int], spec: FiLMSpec) -> None:
         super().__init__()
-        self.films = nn.ModuleList(FiLM(c, enc_dim) for c in channels_list)
+        self.films = nn.ModuleList(make_film(c, spec) for c in channels_list)
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor, width_idx: int) -> torch.Tensor:
         return self.films[width_idx](x, enc)
