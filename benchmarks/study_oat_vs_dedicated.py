@@ -72,9 +72,11 @@ def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | 
     folder = root / run["name"]
     if not ((folder / "supernet.pt").is_file() and (folder / "eval.json").is_file()):
         t0 = time.time()
-        cfg = TrainConfig(dataset="fashion-mnist", data_dir=data_dir, arch=p["arch"], lambdas=run["lambdas"],
-                          widths=run["widths"], dual_bn=run["dual_bn"], seed=run["seed"], epochs=run["epochs"],
-                          batch_size=128, pgd_steps=7, eps=0.1, train_limit=p["train_limit"], out=str(folder))
+        cfg = TrainConfig(**{"dataset": "fashion-mnist", "data_dir": data_dir, "arch": p["arch"],
+                             "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
+                             "seed": run["seed"], "epochs": run["epochs"], "batch_size": 128, "pgd_steps": 7,
+                             "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
+                             **run.get("recipe", {})})
         ckpt = train(cfg, progress=sys.stderr.isatty())
         train_s = time.time() - t0
         report = run_evaluation(ckpt, pgd_steps=20, limit=p["test_limit"], data_dir=data_dir, progress=False)

@@ -44,8 +44,11 @@ def attack_label(report: dict[str, Any] | None) -> str | None:
 def variant_metrics(report: dict[str, Any] | None, lam: float, width: float) -> dict[str, Any]:
     row = next((r for r in (report or {}).get("results", []) if abs(r["lambda"] - lam) < 1e-6
                 and abs(r["width"] - width) < 1e-6), None)
-    return {"clean_acc": row["clean_acc"] if row else None, "robust_acc": row["robust_acc"] if row else None,
-            "attack": attack_label(report) if row else None, "samples": report["num_samples"] if row else 0}
+    if row is None:
+        return {"clean_acc": None, "robust_acc": None, "attack": None, "samples": 0}
+    intervals = {k: row[k] for k in ("clean_ci95", "robust_ci95") if k in row}
+    return {"clean_acc": row["clean_acc"], "robust_acc": row["robust_acc"], **intervals,
+            "attack": attack_label(report), "samples": report["num_samples"]}
 
 
 def new_manifest(model: dict[str, Any], threat_model: dict[str, Any], source: dict[str, Any],

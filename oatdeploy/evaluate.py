@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from tqdm.auto import tqdm
 
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.errors import OatError
-from oatdeploy.runtime.stats import wilson_interval
+from oatdeploy.runtime.stats import paired_difference_interval, wilson_interval
 from oatdeploy.supernet import Supernet
 
 
@@ -82,17 +83,61 @@ def evaluate_supernet(sn: Supernet, x: torch.Tensor, y: torch.Tensor, attack: PG
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A short table: one row per λ, clean (SA) and robust (RA) accuracy per width."""
+    """One row per λ: clean (SA) and robust (RA) accuracy per width, each with its 95 % interval."""
     rows = report["results"]
     lambdas = sorted({r["lambda"] for r in rows})
     widths = sorted({r["width"] for r in rows})
     cell = {(r["lambda"], r["width"]): r for r in rows}
-    head = f"{'λ':<6}" + "".join(f"  {'w=' + format(w, 'g'):>7} {'SA':>5} {'RA':>5}" for w in widths)
+
+    def acc(r: dict[str, Any], kind: str) -> str:
+        ci = r.get(f"{kind}_ci95")
+        return f"{r[f'{kind}_acc']:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+    cols = [(w, kind) for w in widths for kind in ("clean", "robust")]
+    texts = {(lam, w, k): acc(cell[lam, w], k) for lam in lambdas for w, k in cols}
+    size = max(len(t) for t in texts.values())
+    head = f"{'λ':<6}" + "".join(f"  {('SA' if k == 'clean' else 'RA') + f' w={w:g}':>{size}}" for w, k in cols)
     lines = [head, "-" * len(head)]
-    for lam in lambdas:
-        vals = "".join(f"  {'':>7} {cell[lam, w]['clean_acc']:5.3f} {cell[lam, w]['robust_acc']:5.3f}" for w in widths)
-        lines.append(f"{lam:<6g}{vals}")
+    lines += [f"{lam:<6g}" + "".join(f"  {texts[lam, w, k]:>{size}}" for w, k in cols) for lam in lambdas]
+    n = rows[0].get("n") if rows else None
+    if n:
+        lines.append(f"(95 % intervals on {n} test images)")
     return "\n".join(lines)
+
+
+def knob_summary(report: dict[str, Any], width: float | None = None) -> list[str]:
+    """What turning λ does at one width (the largest by default), in points with paired 95 % intervals.
+
+    SA from λ = 0 to the largest λ, RA from the smallest λ > 0 to the largest: the two moves the knob
+    promises. Paired on the same test images, so a real 2-point move is told apart from noise.
+    """
+    rows = report["results"]
+    width = max(r["width"] for r in rows) if width is None else width
+    by_lam = {r["lambda"]: r for r in rows if abs(r["width"] - width) < 1e-9 and "clean_correct" in r}
+    positive = sorted(v for v in by_lam if v > 0)
+    if not positive:
+        return []
+    n = by_lam[positive[0]]["n"]
+
+    def move(kind: str, a: float, b: float) -> tuple[float, float, float]:
+        return paired_difference_interval(list(unpack_mask(by_lam[a][f"{kind}_correct"], n)),
+                                          list(unpack_mask(by_lam[b][f"{kind}_correct"], n)))
+
+    lines = []
+    for kind, label, lams, sign in (("clean", "SA", sorted(by_lam), -1), ("robust", "RA", positive, +1)):
+        if len(lams) < 2:
+            continue
+        diff, lo, hi = move(kind, lams[0], lams[-1])
+        verdict = "beyond noise" if lo > 0 or hi < 0 else "within noise"
+        # Monotone within noise: no step between neighbouring λs goes the wrong way beyond its interval.
+        steps = {(a, b): move(kind, a, b) for a, b in itertools.pairwise(lams)}
+        against = [f"{a:g}→{b:g}" for (a, b), (_, lo_ab, hi_ab) in steps.items()
+                   if (lo_ab > 0 if sign < 0 else hi_ab < 0)]
+        monotone = "monotone within noise" if not against else f"NOT monotone ({', '.join(against)})"
+        lines.append(f"width {width:g}, λ {lams[0]:g} → {lams[-1]:g}: {label} {100 * diff:+.1f} points "
+                     f"(95 % interval {100 * lo:+.1f} to {100 * hi:+.1f}, paired on {n} images: {verdict}; "
+                     f"{monotone})")
+    return lines
 
 
 def apgd_correct(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, num_classes: int,

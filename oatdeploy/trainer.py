@@ -70,7 +70,7 @@ class TrainConfig:
     step_size: float | None = None
     enc_kind: str = "rand"
     enc_dim: int = 128
-    film: str = "mlp"  # FiLM kind: linear (per-λ table), mlp (the paper's MLP, identity start), paper (its init too)
+    film: str = "linear"  # FiLM kind: linear (per-λ table), mlp (the paper's MLP, identity start), paper (its init too)
     film_lr_scale: float = 1.0  # FiLM's learning rate as a multiple of --lr
     film_weight_decay: float | None = None  # None: the same as --weight-decay
     clean_share: float | None = None

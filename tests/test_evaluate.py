@@ -22,7 +22,7 @@ def test_eval_json_covers_every_lambda_and_width(trained_run: Path) -> None:
             lo, hi = row[f"{kind}_ci95"]
             assert lo <= row[f"{kind}_acc"] <= hi and hi - lo > 0.05  # 128 images: about ±8 points
             assert unpack_mask(row[f"{kind}_correct"], 128).mean() == row[f"{kind}_acc"]
-    assert format_table(report).count("\n") == 4
+    assert format_table(report).count("\n") == 5  # header, rule, 3 λs, the image count
 
 
 def test_apgd_ce_through_art_is_at_most_clean_accuracy(trained_run: Path) -> None:
