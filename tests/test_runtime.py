@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from conftest import export_run, oatdeploy_cli
 
-from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime import Deployment, NoFeasibleVariant, Variant, pareto_front, select
 from oatdeploy.runtime.backends.base import Runner
@@ -142,7 +141,7 @@ def test_tampered_missing_and_unknown_version_are_refused(copy: Path) -> None:
     manifest["version"] = 2
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="version 2"):
-        Deployment.load(copy, verify=False)
+        Deployment.load(copy, check_sha256=False)
 
 
 def test_switcher_is_thread_safe_while_switching(deploy: Path) -> None:
@@ -185,8 +184,7 @@ class SlowRunner(Runner):
     """A real ORT runner that becomes slow, like a Jetson that throttles when hot."""
 
     def __init__(self, inner: Runner, delay_s: float) -> None:
-        super().__init__(inner.path)
-        self.inner, self.delay_s = inner, delay_s
+        self.inner, self.delay_s, self.spec = inner, delay_s, inner.spec
 
     def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
         time.sleep(self.delay_s)
@@ -207,6 +205,9 @@ def test_drift_reselects_when_p95_leaves_the_budget(deploy: Path) -> None:
     x = dep.sample_input(1)
     for _ in range(6):
         sw(x)
+    deadline = time.monotonic() + 10  # re-selection runs in the background, off the serving path
+    while sw.current.id == best.id and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert sw.current.id != best.id and sw.observed[best.id] > budget
     sw.set_budget(min_robust_acc=0.0)  # the observed latency is remembered across budget changes
     assert sw.current.id != best.id
@@ -216,8 +217,7 @@ class TrackedRunner(Runner):
     """A real runner that fails loudly if it is used after being closed."""
 
     def __init__(self, inner: Runner) -> None:
-        super().__init__(inner.path)
-        self.inner, self.closed = inner, False
+        self.inner, self.closed, self.spec = inner, False, inner.spec
 
     def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
         assert not self.closed, "inference on a closed runner"
@@ -318,25 +318,8 @@ def test_profiles_of_several_devices_live_side_by_side(copy: Path) -> None:
     assert other in saved and saved[f"{cpu_name()}|ort|fp32|b4"]["batch"] == 4
     assert all(r["p50_ms"] <= r["p95_ms"] and r["runs"] >= 5 for r in rows)
     assert not list(copy.glob(".manifest.json.*")), "a temporary file was left behind"
-    assert dep.select(max_latency_ms=1e6, batch=4).latency_ms == max(
-        (v for v in dep.variants_for(batch=4)), key=lambda v: v.clean_acc).latency_ms
-
-
-def test_engines_built_elsewhere_are_refused(copy: Path) -> None:
-    manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "engines").mkdir()
-    for v in manifest["variants"]:
-        engine = copy / "engines" / f"{v['id']}.fp16.plan"
-        engine.write_bytes(b"not really an engine")
-        v["engines"] = [{"path": f"engines/{engine.name}", "precision": "fp16", "sha256": sha256_file(engine),
-                         "trt_version": "10.3.0", "device": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7",
-                         "batch_profile": {"min": 1, "opt": 1, "max": 8}, "built_at": "2026-01-01T00:00:00"}]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert Deployment.load(copy).variants  # ONNX Runtime ignores engines
-    with pytest.raises(ArtifactError, match=r"built for 'NVIDIA Jetson AGX Orin'.*oatdeploy build-engines"):
-        Deployment.load(copy, backend="trt", precision="fp16")
-    with pytest.raises(ArtifactError, match=r"no fp32 TensorRT engine"):
-        Deployment.load(copy, backend="trt")
+    assert dep.select(max_latency_ms=1e6, batch=4).latency_ms == max(  # ties in SA go to the lower latency
+        (v for v in dep.variants_for(batch=4)), key=lambda v: (v.clean_acc, -v.latency_ms)).latency_ms
 
 
 def test_cli_profile_and_select(copy: Path, tmp_path: Path) -> None:

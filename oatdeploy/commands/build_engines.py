@@ -19,7 +19,7 @@ from oatdeploy.commands.options import calibration_options, int_list
 def build_engines(deploy: str, precision: str, batch_profile: list[int], workspace_mb: int, calib_size: int,
                   calib_data: str | None, quiet: bool) -> None:
     """Build one TensorRT engine per ONNX graph in DEPLOY and record it in the manifest."""
-    from oatdeploy.export.engines import build_engines as build
+    from oatdeploy.runtime.engines import build_engines as build
 
     entries = build(deploy, precision=precision, batch_profile=batch_profile, workspace_mb=workspace_mb,
                     calib_size=calib_size, calib_data=calib_data,
