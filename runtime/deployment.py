@@ -50,6 +50,7 @@ class Deployment:
         self.power_state = power_state if power_state is not None else power.power_state()
         self._here: dict[str, str] | None = None
         self._engines: dict[str, dict[str, Any]] = {}
+        self._chosen: dict[tuple, dict[str, Any]] = {}
 
     @classmethod
     def load(cls, folder: PathLike, backend: str = "ort", precision: str = "fp32", batch: int = 1,
@@ -60,8 +61,8 @@ class Deployment:
         if backend == "trt":
             require_tensorrt()
         for v in deployment.variants_for(check_sha256=check_sha256):
-            if check_sha256 and v.sha256 is not None and backend == "ort":
-                check_file(deployment.folder, v.path, v.sha256)  # engines were checked when chosen
+            if check_sha256 and backend == "ort":
+                check_file(deployment.folder, v.path, v.sha256 or "")  # engines were checked when chosen
         return deployment
 
     @property
@@ -100,7 +101,10 @@ class Deployment:
         if backend == "trt":
             from oatdeploy.runtime.engines import choose_engine
 
-            engine = choose_engine(self.folder, entry, precision, batch or self.batch, self.here(), check_sha256)
+            key = (entry["id"], precision, batch or self.batch)
+            if key not in self._chosen:  # chosen once (and hashed then), so every listing serves the same engine
+                self._chosen[key] = choose_engine(self.folder, entry, precision, key[2], self.here(), check_sha256)
+            engine = self._chosen[key]
             self._engines[engine["path"]] = engine
             return engine
         if precision == "fp32":
