@@ -1,0 +1,192 @@
+"""The switcher under concurrency: a returned set_budget holds for every later call, no load under the serving
+lock, failures reported without failing a served call; and its edge cases (cap of one, close, window, NaN)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from deploykit import set_profile
+
+from oatdeploy.errors import OatError
+from oatdeploy.runtime import Deployment, Variant, select
+from oatdeploy.runtime.backends.base import Runner
+
+# Budget A admits only the most accurate variant, budget B only the most robust: each excludes the other's choice.
+BUDGET_A = {"min_clean_acc": 0.94, "min_robust_acc": None}
+BUDGET_B = {"min_robust_acc": 0.73, "min_clean_acc": None}
+
+
+def meets(v: Variant, budget: dict[str, Any]) -> bool:
+    return ((budget.get("min_clean_acc") is None or v.clean_acc >= budget["min_clean_acc"])
+            and (budget.get("min_robust_acc") is None or v.robust_acc >= budget["min_robust_acc"]))
+
+
+class SlowFlakyRunner(Runner):
+    """A real ORT runner behind a loader that is slow and sometimes fails, as a Jetson's engine loads can be."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner, self.spec, self.closed = inner, inner.spec, False
+
+    def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
+        assert not self.closed, "inference on a closed runner"
+        return self.inner.infer(x, lam_index)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_returned_set_budget_holds_for_every_later_call(folded: Path) -> None:
+    dep = Deployment.load(folded)
+    rng = random.Random(0)
+    loads = []
+
+    def loader(v: Variant) -> Runner:
+        assert not (made and made[0]._lock.locked()), "a runner was loaded under the serving lock"
+        time.sleep(rng.uniform(0, 0.02))
+        loads.append(v.id)
+        if len(loads) > 2 and rng.random() < 0.2:
+            raise OSError("engine load failed (out of memory)")
+        return SlowFlakyRunner(dep.runner(v))
+
+    made: list[Any] = []
+    sw = dep.switcher(runner_factory=loader, max_loaded=2, history=100_000, **BUDGET_A)
+    made.append(sw)
+    x = dep.sample_input(1)
+    stop = threading.Event()
+    violations: list[str] = []
+    failures: list[BaseException] = []
+    book = threading.Lock()
+    state = {"generation": 0, "changing": 0}
+
+    def serve() -> None:
+        try:
+            while not stop.is_set():
+                with book:
+                    gen, changing, budget = state["generation"], state["changing"], dict(sw.budget)
+                _, v = sw(x, return_variant=True)
+                with book:
+                    quiet = gen == state["generation"] and not changing
+                if quiet and not meets(v, budget):
+                    violations.append(f"{v.id} served under {budget}")
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    def flip(budgets: list[dict[str, Any]]) -> None:
+        for i in range(60):
+            with book:
+                state["changing"] += 1
+                state["generation"] += 1
+            try:
+                sw.set_budget(**budgets[i % 2])
+            except OSError:
+                pass  # the load failed: the old budget and variant stay, which the servers check against
+            finally:
+                with book:
+                    state["changing"] -= 1
+                    state["generation"] += 1
+
+    servers = [threading.Thread(target=serve) for _ in range(6)]
+    flippers = [threading.Thread(target=flip, args=(order,)) for order in ([BUDGET_A, BUDGET_B], [BUDGET_B, BUDGET_A])]
+    for t in servers + flippers:
+        t.start()
+    for t in flippers:
+        t.join()
+    stop.set()
+    for t in servers:
+        t.join()
+    assert not failures, failures[:3]
+    assert not violations, violations[:5]
+    assert meets(sw.current, sw.budget)
+    assert len(sw.served) > 100 and len(set(sw.served)) == 2
+
+
+def test_drift_reselection_loads_off_the_serving_path_and_reports_failures(folded: Path) -> None:
+    dep = Deployment.load(folded)
+    ids = [v.id for v in dep.variants]
+    set_profile(folded, dep.key(), {vid: 1.0 + i for i, vid in enumerate(ids)})
+    dep = Deployment.load(folded)
+    best = dep.select(max_latency_ms=50.0)
+    held: list[bool] = []
+    broken = {"on": False}
+
+    class Slow(SlowFlakyRunner):
+        def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
+            time.sleep(0.06)  # 60 ms: over the 50 ms budget, as a throttled device is
+            return super().infer(x, lam_index)
+
+    def loader(v: Variant) -> Runner:
+        held.append(bool(made) and made[0]._lock.locked())
+        if broken["on"]:
+            raise OSError("engine load failed")
+        return Slow(dep.runner(v)) if v.id == best.id else SlowFlakyRunner(dep.runner(v))
+
+    made: list[Any] = []
+    sw = dep.switcher(max_latency_ms=50.0, window=3, max_loaded=1, runner_factory=loader)
+    made.append(sw)
+    broken["on"] = True  # the variant drift re-selection picks cannot be loaded
+    x = dep.sample_input(1)
+    for _ in range(4):
+        assert sw(x).shape == (1, 10)  # every call whose inference succeeded returns its logits
+    deadline = time.monotonic() + 10
+    while not sw.errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sw.errors and "engine load failed" in sw.errors[0] and sw.current.id == best.id
+    broken["on"] = False
+    sw.forget_drift()
+    for _ in range(4):
+        sw(x)
+    while sw.current.id == best.id and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sw.current.id != best.id and sw.observed[best.id] > 50.0
+    assert not any(held), "a runner was loaded while the serving lock was held"
+
+
+def test_a_cap_of_one_keeps_one_runner(folded: Path) -> None:
+    dep = Deployment.load(folded)
+    made: list[SlowFlakyRunner] = []
+
+    def loader(v: Variant) -> Runner:
+        made.append(SlowFlakyRunner(dep.runner(v)))
+        return made[-1]
+
+    sw = dep.switcher(max_loaded=1, runner_factory=loader)
+    for v in dep.variants:
+        sw.use(v)
+        assert sw(dep.sample_input(1)).shape == (1, 10)
+        assert sum(not r.closed for r in made) == 1 and len(sw._runners) == 1
+
+
+def test_close_window_and_nan_budgets_are_clear_errors(folded: Path) -> None:
+    dep = Deployment.load(folded)
+    sw = dep.switcher()
+    sw.close()
+    with pytest.raises(OatError, match="closed"):
+        sw(dep.sample_input(1))
+    with pytest.raises(OatError, match="window"):
+        dep.switcher(window=0)
+    nan = float("nan")
+    with pytest.raises(OatError, match="finite"):
+        select(dep.variants, min_robust_acc=nan)
+    with pytest.raises(OatError, match="finite"):
+        dep.select(max_latency_ms=float("inf"))
+    with pytest.raises(OatError, match="finite"):
+        dep.switcher(min_clean_acc=nan)
+    sw = dep.switcher()
+    before = sw.current
+    with pytest.raises(OatError, match="finite"):
+        sw.set_budget(min_robust_acc=nan)
+    assert sw.current is before and sw.budget["min_robust_acc"] is None
+
+
+def test_cli_select_refuses_nan(folded: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "oatdeploy.cli", "select", str(folded), "--min-robust-acc", "nan"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "finite" in done.stderr and "Traceback" not in done.stderr, done.stderr
