@@ -60,9 +60,10 @@ class Deployment:
         deployment = cls(folder, read_manifest(folder), backend, precision, batch, power_policy, power_state)
         if backend == "trt":
             require_tensorrt()
-        for v in deployment.variants_for(check_sha256=check_sha256):
+        for entry in deployment.manifest["variants"]:
+            served = deployment.artifact(entry, backend, precision, batch, check_sha256)
             if check_sha256 and backend == "ort":
-                check_file(deployment.folder, v.path, v.sha256 or "")  # engines were checked when chosen
+                check_file(deployment.folder, served["path"], served["sha256"])  # engines are checked when chosen
         return deployment
 
     @property
