@@ -85,7 +85,7 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def atomic_save(path: PathLike, writer: Callable[[Path], None]) -> None:
+def atomic_save(path: PathLike, writer: Callable[[Path], object]) -> None:
     """Run `writer(tmp_path)` and rename the result into place."""
     with atomic_path(path) as tmp:
         writer(tmp)

@@ -43,7 +43,7 @@ def build_lock(folder: PathLike) -> Iterator[None]:
 
 
 def write_artifact(folder: PathLike, subdir: str, stem: str, suffix: str,
-                   writer: Callable[[Path], None]) -> dict[str, str]:
+                   writer: Callable[[Path], object]) -> dict[str, str]:
     """Write `subdir/<stem>-<sha256[:12]><suffix>` durably; returns its {path, sha256} for the manifest."""
     pending = confined(folder, f"{subdir}/.{stem}{suffix}.pending")
     atomic_save(pending, writer)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import re
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from oatdeploy.atomic import PathLike
 from oatdeploy.errors import ArtifactError, OatError, OatWarning
 from oatdeploy.runtime.artifacts import build_lock, sweep, write_artifact
-from oatdeploy.runtime.backends.trt_build import tensorrt_major
 from oatdeploy.runtime.calibration import load_calibration
 from oatdeploy.runtime.manifest import Manifest, check_file, read_manifest, read_verified, update_manifest
 from oatdeploy.runtime.quantize import graphs, lam_count
@@ -28,6 +28,13 @@ from oatdeploy.runtime.quantize import graphs, lam_count
 PRECISIONS = ("fp32", "fp16", "int8")
 MATCHED = ("trt_version", "device", "compute_capability")
 LABELS = {"trt_version": "TensorRT", "device": "GPU", "compute_capability": "compute capability"}
+
+
+def tensorrt_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
 
 
 def current_device(cuda: Any = None) -> dict[str, str]:
@@ -42,7 +49,7 @@ def current_device(cuda: Any = None) -> dict[str, str]:
             "compute_capability": cuda.compute_capability()}
 
 
-def engine_mismatches(recorded: dict[str, Any], here: dict[str, str]) -> list[str]:
+def engine_mismatches(recorded: dict[str, Any], here: dict[str, Any]) -> list[str]:
     """'what X at build, Y here' for each of TensorRT version, GPU and compute capability that differs."""
     return [f"{LABELS[k]} {recorded.get(k)!s} at build, {here.get(k)!s} here" for k in MATCHED
             if str(recorded.get(k)) != str(here.get(k))]
@@ -230,11 +237,11 @@ def build_engines(deploy_dir: PathLike, precision: str = "fp32", batch_profile: 
             data = compiler.compile(read_verified(deploy_dir, job.source, job.source_sha256), job.source,
                                     job.method, profile, shape, calibration)
             stem = f"{Path(job.graph).stem}-{precision}"
-            written = write_artifact(deploy_dir, "engines", stem, ".engine", lambda tmp, d=data: tmp.write_bytes(d))
+            written = write_artifact(deploy_dir, "engines", stem, ".engine", partial(Path.write_bytes, data=data))
             entry = {**written, "precision": precision, **here, "method": job.method, "onnx": job.source,
                      "batch_profile": dict(zip(("min", "opt", "max"), profile)),
                      "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "workspace_mb": workspace_mb}
-            if calibration is not None:
+            if calib is not None:
                 entry["calibration"] = {"samples": len(calib) // calib_batch * calib_batch, "batch": calib_batch,
                                         "sha256": calib_sha}
                 record_cache(deploy_dir, "calibration", compiler.calibration_cache, f"{stem}-calibration",

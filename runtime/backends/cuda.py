@@ -19,23 +19,27 @@ INSTALL_HINT = ("cuda-python is not installed: `pip install 'cuda-python<13'` fo
                 "`pip install 'cuda-python>=13'` for CUDA 13 (JetPack 7); JetPack 5 (CUDA 11.4): 'cuda-python<12'")
 
 
-def import_cudart() -> Any:
-    """cuda-python ≥ 12.6 exposes `cuda.bindings.runtime`; older releases (JetPack 5's 11.x) `cuda.cudart`."""
+def _legacy_cudart() -> Any:
+    """cuda-python < 12.6 (JetPack 5's 11.x) names the runtime API `cuda.cudart`; None when neither is there."""
     try:
-        return importlib.import_module("cuda.bindings.runtime")
+        return importlib.import_module("cuda.cudart")
     except ImportError:
-        try:
-            return importlib.import_module("cuda.cudart")
-        except ImportError:
-            raise OatError(INSTALL_HINT) from None
+        return None
+
+
+try:  # cuda-python >= 12.6; type-checked against its own signatures (.ci/type_stubs.py)
+    from cuda.bindings import runtime as cudart
+except ImportError:
+    cudart = _legacy_cudart()
 
 
 class CudaMemory:
     """The current CUDA device, as the runner uses it: buffers with known sizes, async copies on streams."""
 
     def __init__(self) -> None:
-        self.rt = import_cudart()
-        self.device = int(self._call(self.rt.cudaGetDevice()))
+        if cudart is None:
+            raise OatError(INSTALL_HINT)
+        self.device = int(self._call(cudart.cudaGetDevice()))
         self._sizes: dict[int, int] = {}
         self._streams: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -43,8 +47,8 @@ class CudaMemory:
     def _call(self, result: Any) -> Any:
         """cuda-python returns (error, value...); raise on error, return the value(s)."""
         err, *values = result
-        if err != self.rt.cudaError_t.cudaSuccess:
-            _, text = self.rt.cudaGetErrorString(err)
+        if err != cudart.cudaError_t.cudaSuccess:
+            _, text = cudart.cudaGetErrorString(err)
             raise OatError(f"CUDA error {err}: {text.decode() if isinstance(text, bytes) else text}; check the GPU "
                            "and driver (nvidia-smi, or tegrastats on a Jetson)")
         if not values:
@@ -52,7 +56,7 @@ class CudaMemory:
         return values[0] if len(values) == 1 else tuple(values)
 
     def alloc(self, nbytes: int) -> int:
-        ptr = int(self._call(self.rt.cudaMalloc(max(nbytes, 1))))
+        ptr = int(self._call(cudart.cudaMalloc(max(nbytes, 1))))
         with self._lock:
             self._sizes[ptr] = nbytes
         return ptr
@@ -60,7 +64,7 @@ class CudaMemory:
     def free(self, ptr: int) -> None:
         with self._lock:
             self._sizes.pop(ptr, None)
-        self._call(self.rt.cudaFree(ptr))
+        self._call(cudart.cudaFree(ptr))
 
     def _fits(self, ptr: int, host: np.ndarray) -> None:
         size = self._sizes.get(ptr)
@@ -71,32 +75,32 @@ class CudaMemory:
     def h2d_async(self, ptr: int, host: np.ndarray, stream: int) -> None:
         """Copy a C-contiguous host array into the device buffer at `ptr` (never past its end)."""
         self._fits(ptr, host)
-        self._call(self.rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes,
-                                           self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self._streams[stream]))
+        self._call(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes,
+                                           cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._streams[stream]))
 
     def d2h_async(self, host: np.ndarray, ptr: int, stream: int) -> None:
         """Copy `host.nbytes` from the device buffer at `ptr` into the C-contiguous `host`."""
         self._fits(ptr, host)
-        self._call(self.rt.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes,
-                                           self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._streams[stream]))
+        self._call(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes,
+                                           cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._streams[stream]))
 
     def stream_create(self) -> int:
-        stream = self._call(self.rt.cudaStreamCreate())
+        stream = self._call(cudart.cudaStreamCreate())
         handle = int(stream)
         with self._lock:
             self._streams[handle] = stream
         return handle
 
     def stream_sync(self, stream: int) -> None:
-        self._call(self.rt.cudaStreamSynchronize(self._streams[stream]))
+        self._call(cudart.cudaStreamSynchronize(self._streams[stream]))
 
     def stream_destroy(self, stream: int) -> None:
         with self._lock:
             handle = self._streams.pop(stream)
-        self._call(self.rt.cudaStreamDestroy(handle))
+        self._call(cudart.cudaStreamDestroy(handle))
 
     def _props(self) -> Any:
-        return self._call(self.rt.cudaGetDeviceProperties(self.device))
+        return self._call(cudart.cudaGetDeviceProperties(self.device))
 
     def device_name(self) -> str:
         name = self._props().name

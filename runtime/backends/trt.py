@@ -11,13 +11,16 @@ execution contexts (each with its stream and max-batch buffers); a thread that f
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, OUTPUT_NAME, InputSpec, Runner
 from oatdeploy.runtime.backends.cuda import CudaMemory, get_cuda
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 DEFAULT_CONTEXTS = 2  # a Jetson shares 4-8 GB between CPU and GPU: contexts and their buffers are kept few
 
@@ -29,7 +32,8 @@ def rebuild_hint(precision: str) -> str:
 class _Slot:
     """One execution context with its stream and buffers; used by one call at a time."""
 
-    def __init__(self, context: Any, stream: int, device: dict[str, int], output: np.ndarray) -> None:
+    def __init__(self, context: trt.IExecutionContext, stream: int, device: dict[str, int],
+                 output: np.ndarray) -> None:
         self.context, self.stream, self.device, self.output = context, stream, device, output
 
 
@@ -55,7 +59,8 @@ class TrtRunner(Runner):
         self.io: dict[str, tuple[tuple[int, ...], Any, bool]] = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            self.io[name] = (tuple(self.engine.get_tensor_shape(name)),
+            shape = self.engine.get_tensor_shape(name)
+            self.io[name] = (tuple(shape[d] for d in range(len(shape))),
                              np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))),
                              self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT)
         inputs = sorted(n for n, (_, _, is_in) in self.io.items() if is_in)
@@ -89,7 +94,7 @@ class TrtRunner(Runner):
         return _Slot(context, stream, device, output)
 
     def _free_slot(self, slot: _Slot) -> None:
-        slot.context = None  # a context goes before the buffers it points to
+        del slot.context  # a context goes before the buffers it points to
         for ptr in slot.device.values():
             self.cuda.free(ptr)
         self.cuda.stream_destroy(slot.stream)

@@ -22,6 +22,7 @@ from oatdeploy.errors import OatError
 from oatdeploy.runtime.backends.base import INPUT_NAME
 from oatdeploy.runtime.backends.cuda import CudaMemory, get_cuda
 from oatdeploy.runtime.calibration import calibration_feeds
+from oatdeploy.runtime.engines import current_device, tensorrt_major
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -29,50 +30,54 @@ if TYPE_CHECKING:
 STRONGLY_TYPED_METHODS = ("int8-qdq", "fp16-onnx")
 
 
-def tensorrt_major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError:
-        return 0
+class CalibrationFeed:
+    """Calibration batches in device buffers allocated once, and the cache TensorRT writes (TensorRT < 10)."""
+
+    def __init__(self, x: np.ndarray, batch_size: int, cache: bytes | None, cuda: CudaMemory,
+                 lam_count: int | None = None) -> None:
+        self.cuda, self.batch_size, self.cache = cuda, batch_size, cache
+        self.feeds: Iterator[dict[str, Any]] = calibration_feeds(x, batch_size, lam_count)
+        first = next(calibration_feeds(x, batch_size, lam_count))
+        self.stream = cuda.stream_create()
+        self.device = {name: cuda.alloc(arr.nbytes) for name, arr in first.items()}
+        self.written: bytes | None = None
+
+    def next_batch(self, names: list[str]) -> list[int]:
+        """Device pointers of the next batch, in `names` order; empty when calibration is done."""
+        feed = next(self.feeds, None)
+        if feed is None:
+            return []
+        for name, arr in feed.items():
+            self.cuda.h2d_async(self.device[name], arr, self.stream)
+        self.cuda.stream_sync(self.stream)
+        return [self.device[name] for name in names]
+
+    def free(self) -> None:
+        for ptr in self.device.values():
+            self.cuda.free(ptr)
+        self.cuda.stream_destroy(self.stream)
+        self.device = {}
 
 
-def entropy_calibrator(x: np.ndarray, batch_size: int, cache: bytes | None, cuda: CudaMemory,
-                       lam_count: int | None = None) -> trt.IInt8EntropyCalibrator2:
-    """A trt.IInt8EntropyCalibrator2 over `x` (TensorRT < 10 only), feeding device buffers allocated once."""
+def entropy_calibrator(feed: CalibrationFeed) -> trt.IInt8EntropyCalibrator2:
+    """A trt.IInt8EntropyCalibrator2 reading from `feed` (implicit quantization, TensorRT < 10 only)."""
     import tensorrt as trt
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)  # required by the pybind base class
-            self.feeds: Iterator[dict[str, Any]] = calibration_feeds(x, batch_size, lam_count)
-            self.stream = cuda.stream_create()
-            first = next(calibration_feeds(x, batch_size, lam_count))
-            self.device = {name: cuda.alloc(arr.nbytes) for name, arr in first.items()}
-            self.written: bytes | None = None
 
         def get_batch_size(self) -> int:
-            return batch_size
+            return feed.batch_size
 
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            feed = next(self.feeds, None)
-            if feed is None:
-                return None
-            for name, arr in feed.items():
-                cuda.h2d_async(self.device[name], arr, self.stream)
-            cuda.stream_sync(self.stream)
-            return [self.device[name] for name in names]
+        def get_batch(self, names: list[str]) -> list[int]:
+            return feed.next_batch(names)
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache
+            return feed.cache
 
-        def write_calibration_cache(self, data: Any) -> None:
-            self.written = bytes(data)
-
-        def free(self) -> None:
-            for ptr in self.device.values():
-                cuda.free(ptr)
-            cuda.stream_destroy(self.stream)
-            self.device = {}
+        def write_calibration_cache(self, cache: Any) -> None:
+            feed.written = bytes(cache)
 
     return EntropyCalibrator()
 
@@ -83,9 +88,6 @@ class TensorRTCompiler:
     def __init__(self, workspace_mb: int = 1024) -> None:
         import tensorrt as trt
 
-        from oatdeploy.runtime.engines import current_device
-
-        self.trt = trt
         self.workspace_mb = workspace_mb
         self.cuda = get_cuda()
         self.device = current_device(self.cuda)
@@ -103,17 +105,20 @@ class TensorRTCompiler:
         return None if self._cache is None else bytes(memoryview(self._cache.serialize()))
 
     def _network(self, builder: trt.Builder, method: str) -> trt.INetworkDefinition:
+        import tensorrt as trt
+
         flags = 0
         if method in STRONGLY_TYPED_METHODS:
-            flags |= 1 << int(self.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         if self.major < 10:
-            flags |= 1 << int(self.trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         return builder.create_network(flags)
 
     def compile(self, graph: bytes, label: str, method: str, profile: tuple[int, int, int],
                 input_shape: tuple[int, ...], calibration: dict[str, Any] | None = None) -> bytes:
         """Serialized engine for `graph`; `calibration` = {x, batch, lam_count, cache} for int8-calibrator."""
-        trt = self.trt
+        import tensorrt as trt
+
         builder = trt.Builder(self.logger)
         network = self._network(builder, method)
         parser = trt.OnnxParser(network, self.logger)
@@ -130,7 +135,7 @@ class TensorRTCompiler:
         opt_profile = builder.create_optimization_profile()
         opt_profile.set_shape(INPUT_NAME, *[trt.Dims([b, *input_shape]) for b in profile])
         config.add_optimization_profile(opt_profile)
-        calibrator = None
+        feed = None
         if method == "fp16-flag":
             config.set_flag(trt.BuilderFlag.FP16)
         elif method == "int8-calibrator":
@@ -142,15 +147,15 @@ class TensorRTCompiler:
             fixed = trt.Dims([calibration["batch"], *input_shape])
             calib_profile.set_shape(INPUT_NAME, fixed, fixed, fixed)
             config.set_calibration_profile(calib_profile)
-            calibrator = entropy_calibrator(calibration["x"], calibration["batch"], calibration.get("cache"),
-                                            self.cuda, calibration.get("lam_count"))
-            config.int8_calibrator = calibrator
+            feed = CalibrationFeed(calibration["x"], calibration["batch"], calibration.get("cache"), self.cuda,
+                                   calibration.get("lam_count"))
+            config.int8_calibrator = entropy_calibrator(feed)
         try:
             serialized = builder.build_serialized_network(network, config)
         finally:
-            if calibrator is not None:
-                self.calibration_cache = calibrator.written
-                calibrator.free()
+            if feed is not None:
+                self.calibration_cache = feed.written
+                feed.free()
         if serialized is None:
             raise OatError(f"TensorRT failed to build {label} ({method}); see its log above. Try a larger "
                            "--workspace-mb or a smaller --batch max")

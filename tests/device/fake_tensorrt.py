@@ -198,7 +198,7 @@ def install_tensorrt(monkeypatch: Any, cudart: HostCudart, version: str = "10.3.
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     from oatdeploy.runtime.backends import cuda
 
-    monkeypatch.setattr(cuda, "import_cudart", lambda: cudart)
+    monkeypatch.setattr(cuda, "cudart", cudart)
     return trt
 
 
