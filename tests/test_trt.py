@@ -57,7 +57,7 @@ def test_engines_match_onnx_runtime(folded: Path, precision: str, atol: float, a
     assert list((folded / "engines").glob("timing-*.cache"))
     x = images(folded, 16)
     dep = Deployment.load(folded, backend="trt", precision=precision)
-    for v, served in zip(manifest["variants"], dep.variants):
+    for v, served in zip(manifest["variants"], dep.variants, strict=True):
         (engine,) = [e for e in v["engines"] if e["precision"] == precision]
         assert engine["trt_version"] == trt.__version__ and engine["batch_profile"] == {"min": 1, "opt": 8, "max": 16}
         reference = run_graph(cpu_session(folded / v["onnx"]), x)
