@@ -59,7 +59,7 @@ class Switcher:
         self.max_loaded = max_loaded
         self._factory = runner_factory or (lambda v: deployment.runner(v, backend))
         self._lock = threading.Lock()
-        self._control = threading.RLock()
+        self._control = threading.Lock()
         self._runners: collections.OrderedDict[str, Runner] = collections.OrderedDict()
         self._inflight: collections.Counter[int] = collections.Counter()
         self._retired: dict[int, Runner] = {}
@@ -117,22 +117,18 @@ class Switcher:
             if self._closed:
                 raise OatError("the switcher is closed")
             runner = self._runners.get(v.path)
-        if runner is None:
-            try:
-                runner = self._factory(v)
-            except Exception as e:
-                self.broken[v.id] = str(e)
-                raise
+            if runner is not None:  # loaded: a reference swap, nothing to evict
+                self._serve(v, runner, budget)
+                return
+        try:
+            runner = self._factory(v)
+        except Exception as e:
+            self.broken[v.id] = str(e)
+            raise
         self.broken.pop(v.id, None)
         with self._lock:
             self._runners[v.path] = runner
-            self._runners.move_to_end(v.path)
-            if v.id != self._serving[0].id:
-                self.switches += 1
-                self._window.clear()
-            self._serving = (v, runner)
-            if budget is not None:
-                self.budget = budget
+            self._serve(v, runner, budget)
             victims = []
             while self.max_loaded is not None and len(self._runners) > self.max_loaded:
                 path = next(p for p in self._runners if p != v.path)
@@ -140,6 +136,16 @@ class Switcher:
         for victim in victims:
             if victim is not None:
                 victim.close()
+
+    def _serve(self, v: Variant, runner: Runner, budget: dict[str, Any] | None) -> None:
+        """Caller holds the serving lock: `v` (with `runner`) serves the next call, under `budget` if given."""
+        self._runners.move_to_end(v.path)
+        if v.id != self._serving[0].id:
+            self.switches += 1
+            self._window.clear()
+        self._serving = (v, runner)
+        if budget is not None:
+            self.budget = budget
 
     def _retire(self, runner: Runner) -> Runner | None:
         """Caller holds the serving lock: the runner to close now, or None if a call is using it (closed later)."""
@@ -151,11 +157,12 @@ class Switcher:
     def use(self, variant: Variant | str) -> Variant:
         """Serve `variant` from the next call on (a reference swap when it is loaded)."""
         vid = variant if isinstance(variant, str) else variant.id
-        if vid not in self.by_id:
+        v = self.by_id.get(vid)
+        if v is None:
             raise OatError(f"no variant {vid!r}; choose one of {', '.join(self.by_id)}")
         with self._control:
-            self._activate(self.by_id[vid])
-        return self.by_id[vid]
+            self._activate(v)
+        return v
 
     def set_budget(self, **budget: Any) -> Variant:
         """Change the budget (max_latency_ms, min_robust_acc, min_clean_acc, objective) and switch now.
