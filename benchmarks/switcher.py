@@ -90,7 +90,9 @@ def main() -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        from oatdeploy.atomic import atomic_write_json
+
+        atomic_write_json(args.out, report)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def device_name(on_gpu: bool, power_mode: str | None = None) -> str:
 
 
 def latency_key(device: str, backend: str, precision: str, batch: int) -> str:
-    """DESIGN.md's device key: '<device>|<backend>|<precision>|b<batch>'."""
+    """The manifest's latency key: '<device>|<backend>|<precision>|b<batch>' (README, docs/jetson.md)."""
     return f"{device}|{backend}|{precision}|b{batch}"
 
 

@@ -45,8 +45,8 @@ class Switcher:
     def __init__(self, deployment: Deployment, backend: str, precision: str = "fp32", batch: int | None = None,
                  max_latency_ms: float | None = None, min_robust_acc: float | None = None,
                  min_clean_acc: float | None = None, objective: str = "clean", max_loaded: int | None = None,
-                 window: int = 50, history: int = 0,
-                 runner_factory: Callable[[Variant], Runner] | None = None) -> None:
+                 window: int = 50, history: int = 0, runner_factory: Callable[[Variant], Runner] | None = None,
+                 runner_options: dict[str, Any] | None = None) -> None:
         if max_loaded is not None and max_loaded < 1:
             raise OatError(f"max_loaded must be at least 1, got {max_loaded}")
         if window < 1:
@@ -57,7 +57,8 @@ class Switcher:
         self.budget: dict[str, Any] = {**check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective),
                                        "objective": objective}
         self.max_loaded = max_loaded
-        self._factory = runner_factory or (lambda v: deployment.runner(v, backend))
+        options = runner_options or {}  # e.g. {"contexts": 1} for TensorRT, {"threads": 2} for ONNX Runtime
+        self._factory = runner_factory or (lambda v: deployment.runner(v, backend, **options))
         self._lock = threading.Lock()
         self._control = threading.Lock()
         self._runners: collections.OrderedDict[str, Runner] = collections.OrderedDict()
