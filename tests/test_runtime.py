@@ -156,55 +156,6 @@ def test_drift_reselects_when_p95_leaves_the_budget(deploy: Path) -> None:
     assert sw.current.id != best.id
 
 
-class TrackedRunner(Runner):
-    """A real runner that fails loudly if it is used after being closed."""
-
-    def __init__(self, inner: Runner) -> None:
-        self.inner, self.closed, self.spec = inner, False, inner.spec
-
-    def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
-        assert not self.closed, "inference on a closed runner"
-        out = self.inner.infer(x, lam_index)
-        assert not self.closed, "runner closed while a call was in flight"
-        return out
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_memory_cap_loads_fewer_and_never_closes_a_runner_in_use(deploy: Path) -> None:
-    dep = Deployment.load(deploy)
-    made: list[TrackedRunner] = []
-
-    def factory(v: Variant) -> Runner:
-        made.append(TrackedRunner(dep.runner(v)))
-        return made[-1]
-
-    sw = dep.switcher(max_loaded=2, runner_factory=factory, history=1000)
-    assert len(made) == 2
-    x = dep.sample_input(2)
-    failures: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            for _ in range(25):
-                sw(x)
-        except BaseException as e:  # reported by the main thread
-            failures.append(e)
-
-    workers = [threading.Thread(target=serve) for _ in range(4)]
-    for t in workers:
-        t.start()
-    while any(t.is_alive() for t in workers):
-        for v in dep.variants:
-            sw.use(v)
-    for t in workers:
-        t.join()
-    assert not failures, failures
-    assert sum(not r.closed for r in made) <= 2 and len(made) > 2
-    assert len(sw.served) == 100
-
-
 def test_shared_mode_serves_the_same_function_with_one_graph_per_width(deploy: Path, shared_deploy: Path) -> None:
     folded, shared = Deployment.load(deploy), Deployment.load(shared_deploy)
     assert {v.id for v in folded.variants} == {v.id for v in shared.variants}

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from deploykit import make_deployment
+
+from device.deploykit import make_deployment
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploykit import edit_manifest
-from fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
 
+from device.deploykit import edit_manifest
+from device.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
 from oatdeploy.errors import OatError, OatWarning
 from oatdeploy.runtime import Deployment
 from oatdeploy.runtime.engines import build_engines, plan_builds

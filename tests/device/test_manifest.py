@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploykit import edit_manifest
 
+from device.deploykit import edit_manifest
 from oatdeploy import atomic
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.errors import ArtifactError

@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from deploykit import set_profile
 
+from device.deploykit import set_profile
 from oatdeploy.errors import OatError, OatWarning
 from oatdeploy.runtime import Deployment
 from oatdeploy.runtime.manifest import read_manifest

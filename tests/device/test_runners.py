@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from deploykit import edit_manifest, predict
-from fake_tensorrt import FakeCompiler, FakeEngine, HostCudart, fake_engine, install_tensorrt
 
+from device.deploykit import edit_manifest, predict
+from device.fake_tensorrt import FakeCompiler, FakeEngine, HostCudart, fake_engine, install_tensorrt
 from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import ArtifactError, InputError, OatError
 from oatdeploy.runtime import Deployment

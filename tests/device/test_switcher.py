@@ -9,12 +9,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
-from deploykit import set_profile
 
+from device.deploykit import set_profile
 from oatdeploy.errors import OatError
 from oatdeploy.runtime import Deployment, Variant, select
 from oatdeploy.runtime.backends.base import Runner
@@ -29,18 +29,31 @@ def meets(v: Variant, budget: dict[str, Any]) -> bool:
             and (budget.get("min_robust_acc") is None or v.robust_acc >= budget["min_robust_acc"]))
 
 
-class SlowFlakyRunner(Runner):
-    """A real ORT runner behind a loader that is slow and sometimes fails, as a Jetson's engine loads can be."""
+class TrackedRunner(Runner):
+    """A real ORT runner that fails loudly if it is used after being closed, or closed during a call."""
 
     def __init__(self, inner: Runner) -> None:
         self.inner, self.spec, self.closed = inner, inner.spec, False
 
     def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
         assert not self.closed, "inference on a closed runner"
-        return self.inner.infer(x, lam_index)
+        out = self.inner.infer(x, lam_index)
+        assert not self.closed, "runner closed while a call was in flight"
+        return out
 
     def close(self) -> None:
         self.closed = True
+
+
+def tracking_loader(dep: Deployment) -> tuple[Callable[[Variant], Runner], list[TrackedRunner]]:
+    """A runner factory for the switcher that keeps every runner it made."""
+    made: list[TrackedRunner] = []
+
+    def loader(v: Variant) -> Runner:
+        made.append(TrackedRunner(dep.runner(v)))
+        return made[-1]
+
+    return loader, made
 
 
 def test_a_returned_set_budget_holds_for_every_later_call(folded: Path) -> None:
@@ -54,7 +67,7 @@ def test_a_returned_set_budget_holds_for_every_later_call(folded: Path) -> None:
         loads.append(v.id)
         if len(loads) > 2 and rng.random() < 0.2:
             raise OSError("engine load failed (out of memory)")
-        return SlowFlakyRunner(dep.runner(v))
+        return TrackedRunner(dep.runner(v))
 
     made: list[Any] = []
     sw = dep.switcher(runner_factory=loader, max_loaded=2, history=100_000, **BUDGET_A)
@@ -129,7 +142,7 @@ def test_drift_reselection_loads_off_the_serving_path_and_reports_failures(folde
     held: list[bool] = []
     broken = {"on": False}
 
-    class Slow(SlowFlakyRunner):
+    class Slow(TrackedRunner):
         def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
             time.sleep(0.06)  # 60 ms: over the 50 ms budget, as a throttled device is
             return super().infer(x, lam_index)
@@ -138,7 +151,7 @@ def test_drift_reselection_loads_off_the_serving_path_and_reports_failures(folde
         held.append(bool(made) and made[0]._lock.locked())
         if broken["on"]:
             raise OSError("engine load failed")
-        return Slow(dep.runner(v)) if v.id == best.id else SlowFlakyRunner(dep.runner(v))
+        return Slow(dep.runner(v)) if v.id == best.id else TrackedRunner(dep.runner(v))
 
     made: list[Any] = []
     sw = dep.switcher(max_latency_ms=50.0, window=3, max_loaded=1, runner_factory=loader)
@@ -161,14 +174,37 @@ def test_drift_reselection_loads_off_the_serving_path_and_reports_failures(folde
     assert not any(held), "a runner was loaded while the serving lock was held"
 
 
+def test_memory_cap_loads_fewer_and_never_closes_a_runner_in_use(folded: Path) -> None:
+    dep = Deployment.load(folded)
+    factory, made = tracking_loader(dep)
+    sw = dep.switcher(max_loaded=2, runner_factory=factory, history=1000)
+    assert len(made) == 2
+    x = dep.sample_input(2)
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            for _ in range(25):
+                sw(x)
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    workers = [threading.Thread(target=serve) for _ in range(4)]
+    for t in workers:
+        t.start()
+    while any(t.is_alive() for t in workers):
+        for v in dep.variants:
+            sw.use(v)
+    for t in workers:
+        t.join()
+    assert not failures, failures
+    assert sum(not r.closed for r in made) <= 2 and len(made) > 2
+    assert len(sw.served) == 100
+
+
 def test_a_cap_of_one_keeps_one_runner(folded: Path) -> None:
     dep = Deployment.load(folded)
-    made: list[SlowFlakyRunner] = []
-
-    def loader(v: Variant) -> Runner:
-        made.append(SlowFlakyRunner(dep.runner(v)))
-        return made[-1]
-
+    loader, made = tracking_loader(dep)
     sw = dep.switcher(max_loaded=1, runner_factory=loader)
     for v in dep.variants:
         sw.use(v)
