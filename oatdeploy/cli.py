@@ -36,6 +36,17 @@ COMMANDS: dict[str, str] = {
 DEVICE_COMMANDS = {"build-engines", "quantize", "verify", "profile", "select", "plot", "bench"}
 
 
+def needs_python_310(name: str) -> click.Command:
+    """Stands in for a workstation command on an older Python: listed in --help, refusing to run (exit 2)."""
+    def refuse(**_: Any) -> None:
+        raise OatError(f"`oatdeploy {name}` is workstation-side and needs Python 3.10+ (this is "
+                       f"{sys.version.split()[0]}); the device commands ({', '.join(sorted(DEVICE_COMMANDS))}) "
+                       "run on 3.8+")
+
+    return click.Command(name, callback=refuse, help="(workstation side: needs Python 3.10+)",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
 
@@ -47,9 +58,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         if cmd_name not in DEVICE_COMMANDS and sys.version_info < (3, 10):
-            raise OatError(f"`oatdeploy {cmd_name}` is workstation-side and needs Python 3.10+ (this is "
-                           f"{sys.version.split()[0]}); the device commands ({', '.join(sorted(DEVICE_COMMANDS))}) "
-                           "run on 3.8+")
+            return needs_python_310(cmd_name)
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
