@@ -11,7 +11,6 @@ supernet: latency does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 import oatdeploy
+from oatdeploy.atomic import atomic_write_json
 from oatdeploy.export.onnx_export import export_onnx
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model
@@ -67,8 +67,9 @@ def plain_resnet(folded: nn.Module) -> nn.Module:
 class EagerRunner(Runner):
     """The supernet itself, as a user would run it without oatdeploy's export."""
 
+    label = "supernet"
+
     def __init__(self, sn: Supernet, lam: float, width: float) -> None:
-        super().__init__("supernet")
         self.sn, self.lam, self.width = sn, lam, width
 
     def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
@@ -108,7 +109,8 @@ def main() -> None:
                                      shape),
             }
             runners: dict[str, Runner] = {"supernet": EagerRunner(sn, args.lam, width)}
-            runners.update({k: OrtRunner(p, device="cpu") for k, p in paths.items()})
+            runners.update({k: OrtRunner(Path(p).read_bytes(), str(p), device="cpu", lam_count=len(sn.lambdas))
+                            for k, p in paths.items()})
             for batch in (int(b) for b in args.batches.split(",")):
                 x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
                 ref = runners["supernet"].infer(x)
@@ -144,7 +146,7 @@ def main() -> None:
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from oatdeploy.atomic import atomic_write_json
+from oatdeploy.atomic import atomic_save, atomic_write_bytes, atomic_write_json
 from oatdeploy.evaluate import run_evaluation
 from oatdeploy.runtime.device import cpu_name, gpu_name
 from oatdeploy.trainer import TrainConfig, train
@@ -180,7 +180,7 @@ def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -205,7 +205,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / f"oat_vs_dedicated_{args.preset}"
     atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "preset": p, "summary": summary, "runs": done})
-    stem.with_suffix(".md").write_text(markdown(summary, meta))
+    atomic_write_bytes(stem.with_suffix(".md"), markdown(summary, meta).encode())
     plot(summary, stem.with_suffix(".png"), args.preset)
     print(markdown(summary, meta))
 

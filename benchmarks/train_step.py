@@ -15,7 +15,6 @@ machine load hits both alike; the report gives medians and the ratio ours/refere
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oatdeploy.atomic import atomic_write_json
 from oatdeploy.bench import time_steps, train_step_seconds
 from oatdeploy.runtime.device import cpu_name, gpu_name
 
@@ -106,7 +106,7 @@ def main() -> None:
     print(f"ours {report['ours_median_s']:.3f} s/step, reference {report['reference_median_s']:.3f} s/step, "
           f"ratio ours/reference {report['ours_over_reference']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -1,4 +1,6 @@
-"""Export side: folded/shared ONNX graphs, their verification, TensorRT engines and the manifest.
+"""Workstation side (torch): folded/shared ONNX graphs, their parity check, a new deployment folder.
+
+Engine building, quantization and precision checks run on the device: they live in `oatdeploy.runtime`.
 
 `export_deployment` is re-exported lazily so that importing this package does not import torch.
 """

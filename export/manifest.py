@@ -1,7 +1,7 @@
-"""manifest.json version 1 as export writes it: the dicts built in one place, checked, written atomically.
+"""manifest.json version 1 as export first writes it: the dicts built in one place and checked.
 
-Torch-free, so a device-side tool can rewrite a manifest with the same rules. The reader (and sha256
-checks) is `oatdeploy.runtime.manifest.load_manifest`.
+Reading, updating and writing belong to `oatdeploy.runtime.manifest` (the one owner); this module only
+builds a new deployment's manifest and hands it to that writer.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oatdeploy.atomic import atomic_write_json, sha256_file
-from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION
+from oatdeploy.atomic import sha256_file
+from oatdeploy.runtime import manifest as owner
 
 REQUIRED = ("format", "version", "model", "threat_model", "source", "variants")
 REQUIRED_VARIANT = ("id", "lambda", "width", "mode", "onnx", "sha256", "params", "flops", "metrics", "engines",
@@ -54,7 +54,7 @@ def variant_metrics(report: dict[str, Any] | None, lam: float, width: float) -> 
 def new_manifest(model: dict[str, Any], threat_model: dict[str, Any], source: dict[str, Any],
                  metrics: dict[str, Any], calibration: dict[str, str], clean: dict[str, str]) -> dict[str, Any]:
     """The top level; variants are appended with `variant_entry`."""
-    return {"format": FORMAT, "version": VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    return {"format": owner.FORMAT, "version": owner.VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model": model, "threat_model": threat_model, "source": source, "metrics_source": metrics,
             "calibration": calibration, "verification": {"clean": clean}, "variants": []}
 
@@ -86,6 +86,4 @@ def check_manifest(manifest: dict[str, Any]) -> None:
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     """Check, then write-and-rename `folder/manifest.json`."""
     check_manifest(manifest)
-    path = Path(folder) / FILENAME
-    atomic_write_json(path, manifest)
-    return path
+    return owner.write_manifest(folder, manifest)

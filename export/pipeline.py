@@ -19,11 +19,11 @@ import torch
 from tqdm import tqdm
 
 from oatdeploy import data as datasets
-from oatdeploy.atomic import sha256_file
+from oatdeploy.atomic import atomic_save, fsync_dir, sha256_file
 from oatdeploy.attacks import PGDConfig, pgd_attack
 from oatdeploy.checkpoint import load_supernet
 from oatdeploy.errors import OatError
-from oatdeploy.export import verify
+from oatdeploy.export import parity
 from oatdeploy.export.cost import graph_cost
 from oatdeploy.export.manifest import (
     file_entry,
@@ -65,8 +65,11 @@ def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | 
 
 
 def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> dict[str, str]:
-    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(folder / rel, **arrays)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
+            np.savez_compressed(f, **arrays)
+
+    atomic_save(folder / rel, write)
     return file_entry(folder, rel)
 
 
@@ -90,6 +93,7 @@ def swap_in(staging: Path, out: Path) -> None:
         if old is not None:
             os.replace(old, out)
         raise
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -105,7 +109,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
                       tolerance: float | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Export every (λ, width) of a checkpoint into `out`; returns the manifest that was written.
 
-    `tolerance` (max |Δlogit| under ONNX Runtime, default `verify.DEFAULT_TOLERANCE`) and `data_dir` (default:
+    `tolerance` (max |Δlogit| under ONNX Runtime, default `parity.DEFAULT_TOLERANCE`) and `data_dir` (default:
     the run's) are keyword-only extras.
     """
     if mode not in MODES:
@@ -138,7 +142,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
             clean=save_npz(staging, "verify/clean.npz", x=test.x.numpy(), y=test.y.numpy()),
         )
         attack = PGDConfig(eps=eps, steps=adv_steps)
-        tol = verify.DEFAULT_TOLERANCE if tolerance is None else tolerance
+        tol = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
         manifest["variants"] = build_variants(sn, staging, mode, test, report, attack, tol, progress)
         write_manifest(staging, manifest)
         default_permissions(staging)
@@ -162,15 +166,15 @@ def build_variants(sn: Supernet, folder: Path, mode: str, test: datasets.ArrayDa
         if mode == "folded":
             rel, lam_index = f"{vid}.onnx", None
             export_onnx(folded, folder / rel, sn.input_shape)
-            session = verify.cpu_session(folder / rel)
+            session = parity.cpu_session(folder / rel)
         else:
             rel, lam_index = f"w{w:g}.onnx", sn.lam_index(lam)
             if w not in sessions:
                 export_onnx(sn.shared_subnet(w), folder / rel, sn.input_shape, shared=True)
-                sessions[w] = verify.cpu_session(folder / rel)
+                sessions[w] = parity.cpu_session(folder / rel)
             session = sessions[w]
         reference = sn.predict(test.x, lam, w).numpy()
-        check = verify.verify_graph(session, x_np, reference, f"{rel} ({vid})", lam_index, tolerance)
+        check = parity.check_parity(session, x_np, reference, f"{rel} ({vid})", lam_index, tolerance)
         x_adv = pgd_attack(folded, test.x, test.y, attack, generator=gen).numpy()
         save_npz(folder, f"verify/{vid}.npz", x_adv=x_adv, y=y_np)
         variants.append(variant_entry(folder, lam, w, mode, rel, graph_cost(folder / rel, sn.input_shape),

@@ -1,4 +1,10 @@
-"""Write-then-rename helpers, so no partial file ever replaces a good one."""
+"""Write-then-rename helpers, so no partial file ever replaces a good one, and a finished write survives a power cut.
+
+Every file the project writes goes through `atomic_path`: the temporary file is created with mode 0666
+minus the umask (what a plain `open(..., "w")` gives, not mkstemp's owner-only 0600), or with the mode
+of the file it replaces; it is fsynced before the rename, and its folder after, so the rename itself is
+on disk when the call returns. Python 3.8+ (the device side uses it).
+"""
 
 from __future__ import annotations
 
@@ -6,45 +12,94 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+import secrets
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def fsync_dir(folder: PathLike) -> None:
+    """Make renames and new entries in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """A new empty file beside `path`, created 0666 & ~umask by the kernel; returns it and its mode."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp, stat.S_IMODE(os.stat(tmp).st_mode)
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; if the block succeeds, fsync it and rename it over `path`.
+
+    The result keeps the mode of the file it replaces (or gets 0666 minus the umask for a new file),
+    whatever mode the writer inside the block used.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp, mode = _create_temp(path)
+    with contextlib.suppress(FileNotFoundError):
+        mode = stat.S_IMODE(os.stat(path).st_mode)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        yield tmp
+        os.chmod(tmp, mode)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+def atomic_write_bytes(path: PathLike, data: bytes | memoryview) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def atomic_save(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
+def atomic_save(path: PathLike, writer: Callable[[Path], object]) -> None:
     """Run `writer(tmp_path)` and rename the result into place."""
     with atomic_path(path) as tmp:
         writer(tmp)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        block = f.read(chunk)
+        while block:
             h.update(block)
+            block = f.read(chunk)
     return h.hexdigest()

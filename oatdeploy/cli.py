@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from typing import Any
 
 import click
 
 from oatdeploy import __version__
-from oatdeploy.errors import OatError
+from oatdeploy.errors import OatError, OatWarning
 
 COMMANDS: dict[str, str] = {
     "train": "oatdeploy.commands.train:train",
@@ -30,6 +32,21 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# What runs on the device, on Python 3.8+ without torch; the rest (the workstation side) needs Python 3.10+.
+DEVICE_COMMANDS = {"build-engines", "quantize", "verify", "profile", "select", "plot", "bench"}
+
+
+def needs_python_310(name: str) -> click.Command:
+    """Stands in for a workstation command on an older Python: listed in --help, refusing to run (exit 2)."""
+    def refuse(**_: Any) -> None:
+        raise OatError(f"`oatdeploy {name}` is workstation-side and needs Python 3.10+ (this is "
+                       f"{sys.version.split()[0]}); the device commands ({', '.join(sorted(DEVICE_COMMANDS))}) "
+                       "run on 3.8+")
+
+    return click.Command(name, callback=refuse, help="(workstation side: needs Python 3.10+)",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
 
@@ -40,6 +57,8 @@ class LazyGroup(click.Group):
         target = COMMANDS.get(cmd_name)
         if target is None:
             return None
+        if cmd_name not in DEVICE_COMMANDS and sys.version_info < (3, 10):
+            return needs_python_310(cmd_name)
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
@@ -50,8 +69,18 @@ def cli() -> None:
     """Once-for-All Adversarial Training: train, export, build engines, run on the device."""
 
 
+def show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                 line: str | None = None) -> None:
+    """Our own warnings (a stale engine, a profile from another power mode) as one `warning:` line."""
+    if issubclass(category, OatWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps user errors to exit 2 with one clear line."""
+    warnings.showwarning = show_warning
     try:
         rc = cli.main(args=argv, prog_name="oatdeploy", standalone_mode=False)
     except click.exceptions.Abort:

@@ -13,3 +13,11 @@ class DatasetMissing(OatError):
 
 class ArtifactError(OatError):
     """A checkpoint, manifest or engine is missing, of an unknown version, or fails its sha256."""
+
+
+class InputError(OatError, ValueError):
+    """An array a runner cannot take (shape, dtype, batch, λ index); nothing was sent to the device."""
+
+
+class OatWarning(UserWarning):
+    """Something to report without stopping: a stale optional artifact, a profile from another power mode."""

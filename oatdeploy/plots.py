@@ -12,7 +12,7 @@ from typing import Any
 
 from oatdeploy.atomic import atomic_save
 from oatdeploy.errors import OatError
-from oatdeploy.runtime.select import Variant, pareto_front
+from oatdeploy.runtime.selection import Variant, pareto_front
 
 
 def _pyplot() -> Any:

@@ -1,126 +1,171 @@
-"""A deployment folder on the device: its manifest, its variants as this device sees them, profiling."""
+"""A deployment folder on the device: its manifest, its variants as this device sees them, profiling.
+
+`Deployment.load` checks what it will serve and nothing else: the fp32 ONNX graphs for ONNX Runtime fp32,
+the quantized graphs for ORT fp16/int8, this device's engines for TensorRT. An old engine for another GPU,
+a missing calib.npz or a stale quantized model of another precision does not stop an fp32 service.
+Runners are built from bytes hashed as they are read (`manifest.read_verified`), also when the switcher
+reloads an evicted variant. Python 3.8+, no torch.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Iterable, Sequence
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from oatdeploy.errors import ArtifactError, OatError
+from oatdeploy.atomic import PathLike
+from oatdeploy.errors import ArtifactError, OatError, OatWarning
+from oatdeploy.runtime import power
 from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
-from oatdeploy.runtime.device import device_name, gpu_name, latency_key
-from oatdeploy.runtime.manifest import load_manifest, update_variants
+from oatdeploy.runtime.device import device_name, latency_key, without_power_mode
+from oatdeploy.runtime.manifest import Manifest, check_file, read_manifest, read_verified, update_variants
 from oatdeploy.runtime.profile import measure
-from oatdeploy.runtime.select import Variant, pareto_front, select
+from oatdeploy.runtime.selection import Variant, check_budget, pareto_front, select
 
 if TYPE_CHECKING:
     from oatdeploy.runtime.backends.base import Runner
     from oatdeploy.runtime.switcher import Switcher
 
 PRECISIONS = ("fp32", "fp16", "int8")
+POWER_POLICIES = ("warn", "refuse")
 
 
 class Deployment:
-    """What `oatdeploy export` wrote, checked against its sha256s, with this device's latency profile."""
+    """What `oatdeploy export` wrote, as this device serves it, with this device's latency profile.
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], backend: str = "ort", precision: str = "fp32",
-                 batch: int = 1) -> None:
-        self.folder, self.manifest = folder, manifest
+    `power_policy` says what to do when this Jetson's power mode or clock state differs from the one a
+    profile was taken in: 'warn' (use that profile, with a warning) or 'refuse' (raise). `power_state` is
+    read from this machine unless given (tests pass a state read from a fake tree).
+    """
+
+    def __init__(self, folder: PathLike, manifest: Manifest, backend: str = "ort", precision: str = "fp32",
+                 batch: int = 1, power_policy: str = "warn", power_state: dict[str, Any] | None = None) -> None:
+        self.folder, self.manifest = Path(folder), manifest
         self.backend, self.precision, self.batch = check_backend(backend), check_precision(precision), batch
+        if power_policy not in POWER_POLICIES:
+            raise OatError(f"power policy must be one of {', '.join(POWER_POLICIES)}, got {power_policy!r}")
+        self.power_policy = power_policy
+        self.power_state = power_state if power_state is not None else power.power_state()
+        self._here: dict[str, str] | None = None
+        self._engines: dict[str, dict[str, Any]] = {}
+        self._chosen: dict[tuple, dict[str, Any]] = {}
 
     @classmethod
-    def load(cls, folder: str | Path, verify: bool = True, backend: str = "ort", precision: str = "fp32",
-             batch: int = 1) -> Deployment:
-        folder = Path(folder)
-        deployment = cls(folder, load_manifest(folder, verify=verify), backend, precision, batch)
+    def load(cls, folder: PathLike, backend: str = "ort", precision: str = "fp32", batch: int = 1,
+             check_sha256: bool = True, power_policy: str = "warn",
+             power_state: dict[str, Any] | None = None) -> Deployment:
+        """Read the manifest and check every artifact this backend and precision will serve (and only those)."""
+        deployment = cls(folder, read_manifest(folder), backend, precision, batch, power_policy, power_state)
         if backend == "trt":
-            deployment.variants_for()  # refuses engines built for another GPU or TensorRT now, not mid-serve
+            require_tensorrt()
+        for entry in deployment.manifest["variants"]:
+            served = deployment.artifact(entry, backend, precision, batch, check_sha256)
+            if check_sha256 and backend == "ort":
+                check_file(deployment.folder, served["path"], served["sha256"])  # engines are checked when chosen
         return deployment
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
+    def input_shape(self) -> tuple:
         return tuple(self.manifest["model"]["input_shape"])
 
     @property
     def variants(self) -> list[Variant]:
         return self.variants_for()
 
+    def here(self) -> dict[str, str]:
+        """TensorRT version, GPU and compute capability of this machine (what engines are tied to)."""
+        if self._here is None:
+            from oatdeploy.runtime.engines import current_device
+
+            self._here = current_device()
+        return self._here
+
     def device(self, backend: str | None = None) -> str:
-        """The device name latencies are stored under for a backend on this machine."""
+        """The device name latencies are stored under for a backend here; on a Jetson, with its power mode."""
         backend = backend or self.backend
+        mode = (self.power_state or {}).get("mode")
         if backend == "trt":
-            return gpu_name() or "unknown GPU"
+            return device_name(True, mode)
         from oatdeploy.runtime.backends.ort import cuda_usable
 
-        return device_name(on_gpu=cuda_usable())
+        return device_name(cuda_usable(), mode)
 
     def key(self, backend: str | None = None, precision: str | None = None, batch: int | None = None) -> str:
         return latency_key(self.device(backend), backend or self.backend, precision or self.precision,
                            batch or self.batch)
 
-    def artifact(self, entry: dict[str, Any], backend: str, precision: str, batch: int | None = None) -> str:
-        """The file that serves a variant: its ONNX, its quantized ONNX, or this device's engine."""
+    def artifact(self, entry: dict[str, Any], backend: str, precision: str, batch: int | None = None,
+                 check_sha256: bool = True) -> dict[str, Any]:
+        """{path, sha256} of the file that serves a variant: its ONNX, its quantized ONNX, or this device's engine."""
         if backend == "trt":
-            return self.engine(entry, precision, batch or self.batch)["path"]
+            from oatdeploy.runtime.engines import choose_engine
+
+            key = (entry["id"], precision, batch or self.batch)
+            if key not in self._chosen:  # chosen once (and hashed then), so every listing serves the same engine
+                self._chosen[key] = choose_engine(self.folder, entry, precision, key[2], self.here(), check_sha256)
+            engine = self._chosen[key]
+            self._engines[engine["path"]] = engine
+            return engine
         if precision == "fp32":
-            return entry["onnx"]
+            return {"path": entry["onnx"], "sha256": entry["sha256"]}
         quantized = (entry.get("quantized") or {}).get(precision)
         if quantized is None:
-            raise ArtifactError(f"{entry['id']} has no {precision} ONNX model; serve it with --backend trt after "
-                                f"`oatdeploy build-engines {self.folder} --precision {precision}`, or use fp32")
-        return quantized["onnx"]
+            raise ArtifactError(f"{entry['id']} has no {precision} ONNX model; run `oatdeploy quantize {self.folder} "
+                                f"--precision {precision}` first (or serve it with --backend trt)")
+        return {"path": quantized["onnx"], "sha256": quantized["sha256"]}
 
-    def engine(self, entry: dict[str, Any], precision: str, batch: int) -> dict[str, Any]:
-        """This precision's engine built on this GPU model with this TensorRT; anything else is refused."""
-        fix = f"run `oatdeploy build-engines {self.folder} --precision {precision}` on this device"
-        engines = [e for e in entry.get("engines") or [] if e.get("precision") == precision]
-        if not engines:
-            raise ArtifactError(f"{entry['id']} has no {precision} TensorRT engine; {fix}")
-        here = gpu_name()
-        local = [e for e in engines if e.get("device") == here]
-        if not local:
-            raise ArtifactError(f"{entry['id']}'s {precision} engine was built for {engines[0].get('device')!r}, "
-                                f"this device is {here or 'not an NVIDIA GPU'!r}; {fix}")
-        version = tensorrt_version()
-        if version is not None:
-            same = [e for e in local if e.get("trt_version") == version]
-            if not same:
-                raise ArtifactError(f"{entry['id']}'s {precision} engine was built with TensorRT "
-                                    f"{local[0].get('trt_version')}, this device has {version}; {fix}")
-            local = same
-        fits = [e for e in local if (e.get("batch_profile") or {}).get("max", batch) >= batch]
-        if not fits:
-            raise ArtifactError(f"{entry['id']}'s {precision} engine takes batches up to "
-                                f"{local[0]['batch_profile']['max']}, not {batch}; {fix} for batches up to {batch}")
-        return max(fits, key=lambda e: e.get("built_at") or "")
+    def latency_entry(self, entry: dict[str, Any], key: str) -> tuple:
+        """(this key's profile, else the same device's profile in another power mode; what differs from now)."""
+        latency = entry.get("latency") or {}
+        if key in latency:
+            found = latency[key]
+            return found, power.differences(found.get("power"), self.power_state)
+        others = sorted(k for k in latency if without_power_mode(k) == without_power_mode(key))
+        if not others:
+            return None, []
+        found = latency[others[0]]
+        return found, power.differences(found.get("power"), self.power_state) or [
+            f"profiled as {others[0].split('|')[0]!r}, this device is {key.split('|')[0]!r}"]
 
     def variants_for(self, backend: str | None = None, precision: str | None = None,
-                     batch: int | None = None) -> list[Variant]:
-        """Variants with the accuracy of what this precision runs and the latency profiled on this device."""
+                     batch: int | None = None, check_sha256: bool = False) -> list[Variant]:
+        """Variants with the accuracy of what this precision runs and the latency profiled on this device.
+
+        A profile taken in another power mode or clock state is used with a warning, or refused under
+        power_policy='refuse'.
+        """
         backend, precision = backend or self.backend, precision or self.precision
         key = self.key(backend, precision, batch)
-        out = []
+        out, reasons = [], set()
         for e in self.manifest["variants"]:
             metrics = (e.get("precision_metrics") or {}).get(precision) if precision != "fp32" else None
             metrics = metrics or e.get("metrics") or {}
-            latency = (e.get("latency") or {}).get(key)
+            latency, why = self.latency_entry(e, key)
+            reasons.update(why)
+            served = self.artifact(e, backend, precision, batch, check_sha256)
             out.append(Variant(id=e["id"], lam=e["lambda"], width=e["width"], clean_acc=metrics.get("clean_acc"),
-                               robust_acc=metrics.get("robust_acc"),
-                               latency_ms=latency["p50_ms"] if latency else None,
-                               path=self.artifact(e, backend, precision, batch), lam_index=e.get("lam_index")))
+                               robust_acc=metrics.get("robust_acc"), latency_ms=latency["p50_ms"] if latency else None,
+                               path=served["path"], lam_index=e.get("lam_index"), sha256=served["sha256"]))
+        if reasons:
+            message = (f"the latency profile was taken under other conditions ({'; '.join(sorted(reasons))}); "
+                       f"re-run `oatdeploy profile {self.folder}` in this mode")
+            if self.power_policy == "refuse":
+                raise OatError(message)
+            warnings.warn(message, OatWarning, stacklevel=2)
         return out
 
-    def has_profile(self, backend: str | None = None, precision: str | None = None, batch: int | None = None) -> bool:
+    def has_profile(self, backend: str | None = None, precision: str | None = None,
+                    batch: int | None = None) -> bool:
         return any(v.latency_ms is not None for v in self.variants_for(backend, precision, batch))
 
     def select(self, max_latency_ms: float | None = None, min_robust_acc: float | None = None,
                min_clean_acc: float | None = None, objective: str = "clean", backend: str | None = None,
                precision: str | None = None, batch: int | None = None) -> Variant:
+        check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective)
         variants = self.variants_for(backend, precision, batch)
-        if max_latency_ms is not None and not self.has_profile(backend, precision, batch):
+        if max_latency_ms is not None and all(v.latency_ms is None for v in variants):
             raise OatError(f"no latency profile for this device ({self.key(backend, precision, batch)}); run "
                            f"`oatdeploy profile {self.folder} --backend {backend or self.backend}` first")
         return select(variants, max_latency_ms, min_robust_acc, min_clean_acc, objective)
@@ -130,20 +175,30 @@ class Deployment:
 
     def sample_input(self, batch: int) -> np.ndarray:
         """Real test images saved at export time, tiled to the batch size (timings on real data)."""
-        clean = self.manifest.get("verification", {}).get("clean")
+        import io
+
+        clean = (self.manifest.get("verification") or {}).get("clean")
         if clean:
-            with np.load(self.folder / clean["path"]) as npz:
+            data = read_verified(self.folder, clean["path"], clean["sha256"])
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 x = npz["x"].astype(np.float32)
         else:
             x = np.random.default_rng(0).random((1, *self.input_shape), dtype=np.float32)
         return np.resize(x, (batch, *x.shape[1:]))
 
     def runner(self, variant: Variant, backend: str | None = None, **options: Any) -> Runner:
-        return get_runner(backend or self.backend, self.folder / variant.path, **options)
+        """A runner for `variant`, built from its artifact's bytes as hashed now (a swapped file is refused)."""
+        backend = backend or self.backend
+        if variant.sha256 is None:
+            raise ArtifactError(f"{variant.id} has no recorded sha256; re-export the deployment")
+        data = read_verified(self.folder, variant.path, variant.sha256)
+        if variant.lam_index is not None:
+            options.setdefault("lam_count", len(self.manifest["model"]["lambdas"]))
+        return get_runner(backend, data, variant.path, self._engines.get(variant.path), **options)
 
     def profile(self, backend: str | None = None, batches: Iterable[int] = (1,), precision: str | None = None,
                 progress: bool = False, **measure_opts: Any) -> list[dict[str, Any]]:
-        """Time every variant at each batch size; save p50/p95 in the manifest under this device's key."""
+        """Time every variant at each batch size; save p50/p95 (and the power state) under this device's key."""
         backend, precision = backend or self.backend, precision or self.precision
         if backend == "trt":
             require_tensorrt()
@@ -168,12 +223,16 @@ class Deployment:
         return rows
 
     def save_latency(self, rows: list[dict[str, Any]]) -> None:
-        """Store measurements under their device keys, beside other devices' profiles."""
+        """Store measurements (and the power state) under their keys, beside other devices' profiles."""
+        state = self.power_state
+
         def edit(v: dict[str, Any]) -> None:
             for r in rows:
                 if r["id"] == v["id"]:
-                    v.setdefault("latency", {})[r["key"]] = {
-                        k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs")}
+                    saved = {k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs")}
+                    if state is not None:
+                        saved["power"] = state
+                    v.setdefault("latency", {})[r["key"]] = saved
 
         self.manifest = update_variants(self.folder, edit)
 
@@ -186,15 +245,6 @@ class Deployment:
         return Switcher(self, backend or self.backend, precision or self.precision, **options)
 
 
-def tensorrt_version() -> str | None:
-    """The TensorRT here, when its Python bindings are installed (engines are tied to it)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    import tensorrt
-
-    return str(tensorrt.__version__)
-
-
 def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise OatError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -205,10 +255,3 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise OatError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     return precision
-
-
-def variant_by_id(variants: Sequence[Variant], vid: str) -> Variant:
-    for v in variants:
-        if v.id == vid:
-            return v
-    raise OatError(f"no variant {vid!r}; choose one of {', '.join(v.id for v in variants)}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+MODE_SUFFIX = re.compile(r" \[[^]]*\]$")
 
-@functools.cache
+
+@functools.lru_cache(maxsize=None)
 def gpu_name() -> str | None:
     """The first NVIDIA GPU's name (nvidia-smi), or the Jetson model from the device tree."""
     board = board_model()
@@ -25,7 +28,7 @@ def gpu_name() -> str | None:
     return None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def board_model() -> str | None:
     """The board name an ARM device tree gives (a Jetson, a Raspberry Pi), if any."""
     model = Path("/proc/device-tree/model")
@@ -34,7 +37,7 @@ def board_model() -> str | None:
     return model.read_bytes().rstrip(b"\x00").decode(errors="replace").strip() or None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def cpu_name() -> str:
     """The CPU model (x86 cpuinfo), else the board's CPU (ARM cpuinfo has no model name), else the arch."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -48,10 +51,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_name(on_gpu: bool) -> str:
-    return (gpu_name() or "unknown GPU") if on_gpu else cpu_name()
+def device_name(on_gpu: bool, power_mode: str | None = None) -> str:
+    """The device part of a latency key; on a Jetson it carries the power mode: 'NVIDIA Jetson ... [MAXN]'."""
+    name = (gpu_name() or "unknown GPU") if on_gpu else cpu_name()
+    return f"{name} [{power_mode}]" if power_mode else name
 
 
 def latency_key(device: str, backend: str, precision: str, batch: int) -> str:
-    """DESIGN.md's device key: '<device>|<backend>|<precision>|b<batch>'."""
+    """The manifest's latency key: '<device>|<backend>|<precision>|b<batch>' (README, docs/jetson.md)."""
     return f"{device}|{backend}|{precision}|b{batch}"
+
+
+def without_power_mode(key: str) -> str:
+    """The key with its device's '[mode]' removed: profiles of one device in other power modes share it."""
+    device, _, rest = key.partition("|")
+    return MODE_SUFFIX.sub("", device) + "|" + rest

@@ -1,30 +1,68 @@
-"""manifest.json version 1: the contract between export and the device. Torch-free.
+"""manifest.json version 1: the one reader and writer of the contract between export and the device.
 
-Reading checks the format and version and, by default, the sha256 of every artifact it names, so a
-copied deployment that lost or changed a file is refused before anything runs.
+Reading checks the format, the version and that every path it names stays inside the deployment folder
+(relative, no `..`, no symlink leading out). Artifacts are checked where they are used: `read_verified`
+hashes a file's bytes and hands back those same bytes, so what is deserialized is what was hashed.
+Every change on the device (profile, quantize, verify, build-engines) is a read-modify-write under an
+inter-process lock, so two commands running at once never lose each other's updates. Python 3.8+.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Dict, Iterator
 
-from oatdeploy.atomic import atomic_write_json, sha256_file
+from oatdeploy.atomic import PathLike, atomic_write_json, sha256_bytes, sha256_file
 from oatdeploy.errors import ArtifactError
 
 FORMAT = "oatdeploy-manifest"
 VERSION = 1
 FILENAME = "manifest.json"
+LOCKNAME = ".manifest.lock"
+
+Manifest = Dict[str, Any]
 
 
-def artifact_entries(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+def confined(folder: PathLike, rel: Any) -> Path:
+    """`folder/rel`, refusing a path that is absolute, climbs with `..`, or resolves (symlinks) outside `folder`."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        raise ArtifactError(f"manifest path {rel!r} is not a relative path inside the deployment; re-export it")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ArtifactError(f"manifest path {rel!r} points outside the deployment folder (absolute or '..'); "
+                            "refusing it: re-export the deployment")
+    root = Path(folder).resolve()
+    target = (root / pure).resolve()
+    if target != root and root not in target.parents:
+        raise ArtifactError(f"manifest path {rel!r} leads outside the deployment folder through a symlink "
+                            f"(to {target}); refusing it: copy the real file into the folder")
+    return root / pure
+
+
+def path_fields(manifest: Manifest) -> list[tuple[str, str]]:
+    """Every (where, relative path) the manifest names, for the confinement check."""
+    out = [(k, manifest[k]["path"]) for k in ("calibration",) if manifest.get(k)]
+    out += [(f"verification.{k}", item["path"]) for k, item in (manifest.get("verification") or {}).items()]
+    out += [(f"engine_caches[{i}]", c["path"]) for i, c in enumerate(manifest.get("engine_caches") or [])]
+    for v in manifest["variants"]:
+        vid = v.get("id", "?")
+        out.append((f"{vid}.onnx", v["onnx"]))
+        if v.get("adv_examples"):
+            out.append((f"{vid}.adv_examples", v["adv_examples"]["path"]))
+        out += [(f"{vid}.quantized.{p}", q["onnx"]) for p, q in (v.get("quantized") or {}).items()]
+        out += [(f"{vid}.engines", e["path"]) for e in v.get("engines") or []]
+    return out
+
+
+def artifact_entries(manifest: Manifest) -> list[tuple[str, str]]:
     """Every (relative path, sha256) the manifest promises, each once."""
     seen: dict[str, str] = {}
-    for key in ("calibration",):
-        if manifest.get(key):
-            seen[manifest[key]["path"]] = manifest[key]["sha256"]
+    if manifest.get("calibration"):
+        seen[manifest["calibration"]["path"]] = manifest["calibration"]["sha256"]
     for item in (manifest.get("verification") or {}).values():
         seen[item["path"]] = item["sha256"]
     for v in manifest["variants"]:
@@ -38,8 +76,8 @@ def artifact_entries(manifest: dict[str, Any]) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def load_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
-    """Read DEPLOY/manifest.json; refuse unknown versions and missing or altered artifacts."""
+def read_manifest(folder: PathLike) -> Manifest:
+    """DEPLOY/manifest.json, its format, version and paths checked; no artifact is read."""
     folder = Path(folder)
     path = folder / FILENAME
     if not path.is_file():
@@ -56,33 +94,99 @@ def load_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
                             f"version {VERSION}: re-export with this version or upgrade oatdeploy")
     if not manifest.get("variants"):
         raise ArtifactError(f"{path} lists no variants; re-run `oatdeploy export`")
-    if verify:
-        for rel, digest in artifact_entries(manifest):
-            file = folder / rel
-            if not file.is_file():
-                raise ArtifactError(f"{file} is listed in the manifest but missing; copy the whole deployment "
-                                    "folder again")
-            if sha256_file(file) != digest:
-                raise ArtifactError(f"{file} does not match its sha256 in the manifest (changed or corrupted); "
-                                    "copy it again or re-export")
+    try:
+        fields = path_fields(manifest)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ArtifactError(f"{path} is malformed (missing or wrong field {e}); re-run `oatdeploy export`") from None
+    for _, rel in fields:
+        confined(folder, rel)
     return manifest
 
 
-def save_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
-    """Write then rename, so a crash never leaves a half-written manifest."""
+def _missing(file: Path) -> ArtifactError:
+    return ArtifactError(f"{file} is listed in the manifest but missing; copy the whole deployment folder again")
+
+
+def _mismatch(file: Path) -> ArtifactError:
+    return ArtifactError(f"{file} does not match its sha256 in the manifest (changed or corrupted); copy it again "
+                         "or re-export")
+
+
+def check_file(folder: PathLike, rel: str, digest: str) -> Path:
+    """Refuse a missing or altered artifact; returns its path."""
+    file = confined(folder, rel)
+    if not file.is_file():
+        raise _missing(file)
+    if sha256_file(file) != digest:
+        raise _mismatch(file)
+    return file
+
+
+def read_verified(folder: PathLike, rel: str, digest: str) -> bytes:
+    """The bytes of an artifact, hashed as read: the caller deserializes exactly what was checked."""
+    file = confined(folder, rel)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise _missing(file) from None
+    if sha256_bytes(data) != digest:
+        raise _mismatch(file)
+    return data
+
+
+def load_manifest(folder: PathLike, check_sha256: bool = True) -> Manifest:
+    """`read_manifest`, and with `check_sha256` every artifact it names checked (a whole-folder audit)."""
+    manifest = read_manifest(folder)
+    if check_sha256:
+        for rel, digest in artifact_entries(manifest):
+            check_file(folder, rel, digest)
+    return manifest
+
+
+@contextlib.contextmanager
+def locked(folder: PathLike) -> Iterator[None]:
+    """An exclusive inter-process lock on the deployment's manifest (flock on DEPLOY/.manifest.lock)."""
+    import fcntl
+
+    path = Path(folder) / LOCKNAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+        raise ArtifactError(f"cannot write in {folder} ({e.strerror}); run this command as a user who may change "
+                            "the deployment, or on a writable copy") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def write_manifest(folder: PathLike, manifest: Manifest) -> Path:
+    """Write then rename (and fsync), so a crash never leaves a half-written manifest."""
     path = Path(folder) / FILENAME
     atomic_write_json(path, manifest)
     return path
 
 
-def update_variants(folder: str | Path, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Apply `edit` to each variant of the manifest as it is on disk now, then write it back atomically.
+def update_manifest(folder: PathLike, edit: Callable[[Manifest], Any | None]) -> Manifest:
+    """Apply `edit` to the manifest as it is on disk now, under the lock, then write it back.
 
-    Re-reading, rather than saving a copy read earlier, keeps what another command wrote in between:
-    profile, quantize, verify and build-engines each add their own fields to the same variants.
+    Re-reading under the lock, rather than saving a copy read earlier, keeps what another command wrote:
+    profile, quantize, verify and build-engines each add their own fields to the same manifest.
     """
-    manifest = load_manifest(folder, verify=False)
-    for variant in manifest["variants"]:
-        edit(variant)
-    save_manifest(folder, manifest)
+    with locked(folder):
+        manifest = read_manifest(folder)
+        edit(manifest)
+        write_manifest(folder, manifest)
     return manifest
+
+
+def update_variants(folder: PathLike, edit: Callable[[dict[str, Any]], None]) -> Manifest:
+    """`update_manifest` applied to each variant."""
+    def each(manifest: Manifest) -> None:
+        for variant in manifest["variants"]:
+            edit(variant)
+
+    return update_manifest(folder, each)

@@ -15,10 +15,10 @@ from onnx import numpy_helper
 import oatdeploy
 from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import ArtifactError
-from oatdeploy.export import verify
+from oatdeploy.export import parity
 from oatdeploy.export.onnx_export import export_onnx, op_types
+from oatdeploy.export.parity import check_parity, cpu_session, run_graph
 from oatdeploy.export.pipeline import export_deployment
-from oatdeploy.export.verify import cpu_session, run_graph, verify_graph
 from oatdeploy.runtime.manifest import load_manifest
 
 
@@ -89,9 +89,9 @@ def test_verification_catches_a_corrupted_weight(folded: Path, trained_run: Path
     onnx.save(model, str(tmp_path / "bad.onnx"))
     x = torch.rand(8, 1, 28, 28)
     reference = sn.predict(x, v["lambda"], v["width"]).numpy()
-    assert verify_graph(cpu_session(folded / v["onnx"]), x.numpy(), reference, "good")["max_abs_diff"] < 1e-4
+    assert check_parity(cpu_session(folded / v["onnx"]), x.numpy(), reference, "good")["max_abs_diff"] < 1e-4
     with pytest.raises(ArtifactError, match="differs from the supernet"):
-        verify_graph(cpu_session(tmp_path / "bad.onnx"), x.numpy(), reference, "bad")
+        check_parity(cpu_session(tmp_path / "bad.onnx"), x.numpy(), reference, "bad")
 
 
 def test_manifest_round_trip(folded: Path, trained_run: Path) -> None:
@@ -128,7 +128,7 @@ def test_manifest_round_trip(folded: Path, trained_run: Path) -> None:
 def test_failed_export_leaves_the_good_deployment_untouched(folded: Path, trained_run: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     before = {p: p.read_bytes() for p in folded.rglob("*") if p.is_file()}
-    monkeypatch.setattr(verify, "DEFAULT_TOLERANCE", -1.0)  # every graph now fails verification, late in the export
+    monkeypatch.setattr(parity, "DEFAULT_TOLERANCE", -1.0)  # every graph now fails verification, late in the export
     with pytest.raises(ArtifactError, match="differs from the supernet"):
         export_deployment(trained_run / "supernet.pt", folded, verify_samples=8, calib_samples=8, adv_steps=1,
                           progress=False)

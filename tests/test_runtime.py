@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -16,9 +14,8 @@ import numpy as np
 import pytest
 from conftest import export_run, oatdeploy_cli
 
-from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import ArtifactError, OatError
-from oatdeploy.runtime import Deployment, NoFeasibleVariant, Variant, pareto_front, select
+from oatdeploy.runtime import Deployment, NoFeasibleVariant, Variant
 from oatdeploy.runtime.backends.base import Runner
 
 
@@ -64,61 +61,6 @@ print("ok", v.id)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
 
 
-def random_variants(rng: random.Random, n: int) -> list[Variant]:
-    return [Variant(id=f"v{i}", lam=0.0, width=1.0, clean_acc=round(rng.uniform(0.5, 1), 2),
-                    robust_acc=round(rng.uniform(0, 0.8), 2), latency_ms=round(rng.uniform(0.5, 5), 1),
-                    path=f"v{i}.onnx") for i in range(n)]
-
-
-def test_selection_equals_brute_force() -> None:
-    rng = random.Random(0)
-    for _ in range(2000):
-        variants = random_variants(rng, rng.randint(1, 12))
-        lat, ra = rng.choice([None, rng.uniform(0.5, 5)]), rng.choice([None, rng.uniform(0, 0.8)])
-        sa, objective = rng.choice([None, rng.uniform(0.5, 1)]), rng.choice(["clean", "robust"])
-        meets = {"latency": {v.id for v in variants if lat is None or v.latency_ms <= lat},
-                 "robust accuracy": {v.id for v in variants if ra is None or v.robust_acc >= ra},
-                 "clean accuracy": {v.id for v in variants if sa is None or v.clean_acc >= sa}}
-        ok = [v for v in variants if all(v.id in m for m in meets.values())]
-        if not ok:
-            with pytest.raises(NoFeasibleVariant) as info:
-                select(variants, lat, ra, sa, objective)
-            named = [name for name in meets if f"{name} bind" in str(info.value) or f"and {name}" in str(info.value)]
-            assert named, str(info.value)
-            if "even alone" in str(info.value):
-                assert not meets[named[0]]
-            continue
-        best = max((v.clean_acc if objective == "clean" else v.robust_acc) for v in ok)
-        fastest = min(v.latency_ms for v in ok if (v.clean_acc if objective == "clean" else v.robust_acc) == best)
-        chosen = select(variants, lat, ra, sa, objective)
-        assert (chosen.clean_acc if objective == "clean" else chosen.robust_acc) == best
-        assert chosen.latency_ms == fastest
-
-
-def test_pareto_front_is_the_non_dominated_set() -> None:
-    rng = random.Random(1)
-    for _ in range(100):
-        variants = random_variants(rng, 10)
-        front = {v.id for v in pareto_front(variants)}
-        for a, b in itertools.permutations(variants, 2):
-            if (a.clean_acc >= b.clean_acc and a.robust_acc >= b.robust_acc and a.latency_ms <= b.latency_ms
-                    and (a.clean_acc, a.robust_acc, a.latency_ms) != (b.clean_acc, b.robust_acc, b.latency_ms)):
-                assert b.id not in front
-
-
-def test_infeasible_names_the_binding_constraint_and_the_closest() -> None:
-    variants = [Variant("fast", 0, 0.5, 0.9, 0.2, 1.0, "a"), Variant("robust", 1, 1, 0.8, 0.7, 4.0, "b")]
-    with pytest.raises(NoFeasibleVariant, match=r"latency binds; the closest is robust"):
-        select(variants, max_latency_ms=3.5, min_robust_acc=0.6)
-    with pytest.raises(NoFeasibleVariant, match=r"robust accuracy binds, no variant reaches it even alone; "
-                                                 r"the closest is robust .*relax min_robust_acc"):
-        select(variants, min_robust_acc=0.75, max_latency_ms=10.0)
-    with pytest.raises(NoFeasibleVariant, match=r"latency binds, .*closest is fast \(SA 0.900, RA 0.200, p50 1.000"):
-        select(variants, max_latency_ms=0.5)
-    assert select(variants, max_latency_ms=2.0).id == "fast"
-    assert select(variants, objective="robust").id == "robust"
-
-
 def test_select_without_a_profile_says_to_profile(copy: Path) -> None:
     manifest = json.loads((copy / "manifest.json").read_text())
     for v in manifest["variants"]:
@@ -142,7 +84,7 @@ def test_tampered_missing_and_unknown_version_are_refused(copy: Path) -> None:
     manifest["version"] = 2
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="version 2"):
-        Deployment.load(copy, verify=False)
+        Deployment.load(copy, check_sha256=False)
 
 
 def test_switcher_is_thread_safe_while_switching(deploy: Path) -> None:
@@ -185,8 +127,7 @@ class SlowRunner(Runner):
     """A real ORT runner that becomes slow, like a Jetson that throttles when hot."""
 
     def __init__(self, inner: Runner, delay_s: float) -> None:
-        super().__init__(inner.path)
-        self.inner, self.delay_s = inner, delay_s
+        self.inner, self.delay_s, self.spec = inner, delay_s, inner.spec
 
     def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
         time.sleep(self.delay_s)
@@ -207,59 +148,12 @@ def test_drift_reselects_when_p95_leaves_the_budget(deploy: Path) -> None:
     x = dep.sample_input(1)
     for _ in range(6):
         sw(x)
+    deadline = time.monotonic() + 10  # re-selection runs in the background, off the serving path
+    while sw.current.id == best.id and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert sw.current.id != best.id and sw.observed[best.id] > budget
     sw.set_budget(min_robust_acc=0.0)  # the observed latency is remembered across budget changes
     assert sw.current.id != best.id
-
-
-class TrackedRunner(Runner):
-    """A real runner that fails loudly if it is used after being closed."""
-
-    def __init__(self, inner: Runner) -> None:
-        super().__init__(inner.path)
-        self.inner, self.closed = inner, False
-
-    def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
-        assert not self.closed, "inference on a closed runner"
-        out = self.inner.infer(x, lam_index)
-        assert not self.closed, "runner closed while a call was in flight"
-        return out
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_memory_cap_loads_fewer_and_never_closes_a_runner_in_use(deploy: Path) -> None:
-    dep = Deployment.load(deploy)
-    made: list[TrackedRunner] = []
-
-    def factory(v: Variant) -> Runner:
-        made.append(TrackedRunner(dep.runner(v)))
-        return made[-1]
-
-    sw = dep.switcher(max_loaded=2, runner_factory=factory, history=1000)
-    assert len(made) == 2
-    x = dep.sample_input(2)
-    failures: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            for _ in range(25):
-                sw(x)
-        except BaseException as e:  # reported by the main thread
-            failures.append(e)
-
-    workers = [threading.Thread(target=serve) for _ in range(4)]
-    for t in workers:
-        t.start()
-    while any(t.is_alive() for t in workers):
-        for v in dep.variants:
-            sw.use(v)
-    for t in workers:
-        t.join()
-    assert not failures, failures
-    assert sum(not r.closed for r in made) <= 2 and len(made) > 2
-    assert len(sw.served) == 100
 
 
 def test_shared_mode_serves_the_same_function_with_one_graph_per_width(deploy: Path, shared_deploy: Path) -> None:
@@ -318,25 +212,8 @@ def test_profiles_of_several_devices_live_side_by_side(copy: Path) -> None:
     assert other in saved and saved[f"{cpu_name()}|ort|fp32|b4"]["batch"] == 4
     assert all(r["p50_ms"] <= r["p95_ms"] and r["runs"] >= 5 for r in rows)
     assert not list(copy.glob(".manifest.json.*")), "a temporary file was left behind"
-    assert dep.select(max_latency_ms=1e6, batch=4).latency_ms == max(
-        (v for v in dep.variants_for(batch=4)), key=lambda v: v.clean_acc).latency_ms
-
-
-def test_engines_built_elsewhere_are_refused(copy: Path) -> None:
-    manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "engines").mkdir()
-    for v in manifest["variants"]:
-        engine = copy / "engines" / f"{v['id']}.fp16.plan"
-        engine.write_bytes(b"not really an engine")
-        v["engines"] = [{"path": f"engines/{engine.name}", "precision": "fp16", "sha256": sha256_file(engine),
-                         "trt_version": "10.3.0", "device": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7",
-                         "batch_profile": {"min": 1, "opt": 1, "max": 8}, "built_at": "2026-01-01T00:00:00"}]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    assert Deployment.load(copy).variants  # ONNX Runtime ignores engines
-    with pytest.raises(ArtifactError, match=r"built for 'NVIDIA Jetson AGX Orin'.*oatdeploy build-engines"):
-        Deployment.load(copy, backend="trt", precision="fp16")
-    with pytest.raises(ArtifactError, match=r"no fp32 TensorRT engine"):
-        Deployment.load(copy, backend="trt")
+    assert dep.select(max_latency_ms=1e6, batch=4).latency_ms == max(  # ties in SA go to the lower latency
+        (v for v in dep.variants_for(batch=4)), key=lambda v: (v.clean_acc, -v.latency_ms)).latency_ms
 
 
 def test_cli_profile_and_select(copy: Path, tmp_path: Path) -> None:

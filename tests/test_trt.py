@@ -8,19 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack's python3-libnvinfer or "
-                                             "`pip install tensorrt`); these tests need it and a GPU")
+from oatdeploy.runtime.backends import tensorrt_installed
 
-from conftest import export_run, oatdeploy_cli  # noqa: E402
+if not tensorrt_installed():
+    pytest.skip("TensorRT is not installed (JetPack's python3-libnvinfer or `pip install tensorrt`); these tests "
+                "need it and a GPU", allow_module_level=True)
+import tensorrt as trt
+from conftest import export_run, oatdeploy_cli
 
-from oatdeploy.errors import OatError  # noqa: E402
-from oatdeploy.export.engines import build_engines  # noqa: E402
-from oatdeploy.export.precision_verify import verify_precision  # noqa: E402
-from oatdeploy.export.verify import cpu_session, run_graph  # noqa: E402
-from oatdeploy.runtime import Deployment  # noqa: E402
-from oatdeploy.runtime.backends import get_runner  # noqa: E402
-from oatdeploy.runtime.backends.cuda_mem import get_cuda  # noqa: E402
-from oatdeploy.runtime.manifest import load_manifest  # noqa: E402
+from oatdeploy.errors import InputError, OatError
+from oatdeploy.export.parity import cpu_session, run_graph
+from oatdeploy.runtime import Deployment
+from oatdeploy.runtime.backends.cuda import get_cuda
+from oatdeploy.runtime.engines import build_engines
+from oatdeploy.runtime.manifest import load_manifest
+from oatdeploy.runtime.precision import verify_precision
+from oatdeploy.runtime.quantize import quantize_deployment
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,16 +56,17 @@ def test_engines_match_onnx_runtime(folded: Path, precision: str, atol: float, a
     assert len(entries) == len(manifest["variants"])
     assert list((folded / "engines").glob("timing-*.cache"))
     x = images(folded, 16)
-    for v in manifest["variants"]:
+    dep = Deployment.load(folded, backend="trt", precision=precision)
+    for v, served in zip(manifest["variants"], dep.variants, strict=True):
         (engine,) = [e for e in v["engines"] if e["precision"] == precision]
         assert engine["trt_version"] == trt.__version__ and engine["batch_profile"] == {"min": 1, "opt": 8, "max": 16}
         reference = run_graph(cpu_session(folded / v["onnx"]), x)
-        with get_runner("trt", folded / engine["path"]) as runner:
+        with dep.runner(served) as runner:
             out = runner.infer(x)
             assert np.abs(out - reference).max() <= atol
             assert (out.argmax(1) == reference.argmax(1)).mean() >= agree
             assert runner.infer(x[:1]).shape == (1, reference.shape[1])
-            with pytest.raises(OatError, match="outside this engine's profile"):
+            with pytest.raises(InputError, match="batch of 17"):
                 runner.infer(np.concatenate([x, x[:1]]))
 
 
@@ -72,7 +76,7 @@ def test_shared_engine_takes_the_lambda_index_and_serves_threads(shared: Path) -
     x = images(shared, 8)
     v = manifest["variants"][1]
     session = cpu_session(shared / v["onnx"])
-    with get_runner("trt", shared / v["engines"][0]["path"]) as runner:
+    with Deployment.load(shared, backend="trt").runner(Deployment.load(shared, backend="trt").variants[1]) as runner:
         expected = {li: run_graph(session, x, li) for li in range(len(manifest["model"]["lambdas"]))}
         results: dict[int, np.ndarray] = {}
 
@@ -90,13 +94,17 @@ def test_shared_engine_takes_the_lambda_index_and_serves_threads(shared: Path) -
 
 
 def test_int8_engine_verifies_and_profile_and_select_use_it(folded: Path) -> None:
-    build_engines(folded, "int8", batch_profile=(1, 8, 16), workspace_mb=256, calib_size=64, progress=False)
-    assert list((folded / "engines").glob("*-int8-*.calib"))
+    if int(trt.__version__.split(".")[0]) >= 10:  # explicit quantization: the engine compiles the Q/DQ graph
+        quantize_deployment(folded, "int8", calib_size=64, progress=False)
+    entries = build_engines(folded, "int8", batch_profile=(1, 8, 16), workspace_mb=256, calib_size=64,
+                            progress=False)
+    assert {e["method"] for e in entries} == {"int8-qdq" if int(trt.__version__.split(".")[0]) >= 10
+                                              else "int8-calibrator"}
     rows = verify_precision(folded, "int8", backend="trt", progress=False)
     assert all(r["source"] == "trt-int8" and abs(r["clean_acc"] - r["fp32"]["clean_acc"]) <= 0.15 for r in rows)
     done = oatdeploy_cli("profile", str(folded), "--backend", "trt", "--precision", "int8", "--runs", "5", "--quiet")
     assert done.returncode == 0, done.stderr
     dep = Deployment.load(folded, backend="trt", precision="int8")
-    assert all(v.latency_ms is not None and v.path.endswith("-int8.engine") for v in dep.variants)
+    assert all(v.latency_ms is not None and v.path.endswith(".engine") for v in dep.variants)
     chosen = dep.select(max_latency_ms=1e6, min_robust_acc=0.0)
     assert chosen.clean_acc == max(v.clean_acc for v in dep.variants)

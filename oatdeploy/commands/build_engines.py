@@ -18,13 +18,17 @@ from oatdeploy.commands.options import calibration_options, int_list
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build_engines(deploy: str, precision: str, batch_profile: list[int], workspace_mb: int, calib_size: int,
                   calib_data: str | None, quiet: bool) -> None:
-    """Build one TensorRT engine per ONNX graph in DEPLOY and record it in the manifest."""
-    from oatdeploy.export.engines import build_engines as build
+    """Build one TensorRT engine per ONNX graph in DEPLOY and record it in the manifest.
+
+    int8 on TensorRT >= 10 compiles the Q/DQ graphs of `oatdeploy quantize DEPLOY --precision int8`;
+    before 10 it calibrates on DEPLOY/calib.npz (or --calib-data)."""
+    from oatdeploy.runtime.engines import build_engines as build
 
     entries = build(deploy, precision=precision, batch_profile=batch_profile, workspace_mb=workspace_mb,
                     calib_size=calib_size, calib_data=calib_data,
                     progress=not quiet)
     for e in entries:
-        click.echo(f"{e['path']}  ({e['precision']}, batch {e['batch_profile']['min']}..{e['batch_profile']['max']}, "
-                   f"TensorRT {e['trt_version']}, {e['device']} sm{e['compute_capability']})")
+        click.echo(f"{e['path']}  ({e['precision']} via {e['method']} from {e['onnx']}, batch "
+                   f"{e['batch_profile']['min']}..{e['batch_profile']['max']}, TensorRT {e['trt_version']}, "
+                   f"{e['device']} sm{e['compute_capability']})")
     click.echo(f"recorded {len(entries)} engine(s) in {deploy}/manifest.json")

@@ -13,8 +13,8 @@ from oatdeploy.commands.options import calibration_options
 @calibration_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def quantize(deploy: str, precision: str, calib_size: int, calib_data: str | None, quiet: bool) -> None:
-    """Write DEPLOY/quantized/<graph>-<precision>.onnx for every graph and record them in the manifest."""
-    from oatdeploy.export.quantize import quantize_deployment
+    """Write DEPLOY/quantized/<graph>-<precision>-<sha12>.onnx for every graph and record them in the manifest."""
+    from oatdeploy.runtime.quantize import quantize_deployment
 
     rows = quantize_deployment(deploy, precision=precision, calib_size=calib_size, calib_data=calib_data,
                     progress=not quiet)

@@ -18,13 +18,16 @@ import click
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--power-mismatch", type=click.Choice(["warn", "refuse"]), default="warn", show_default=True,
+              help="On a Jetson, when the profile was taken in another power mode or clock state.")
 @click.option("--json", "as_json", is_flag=True, help="Print the chosen variant as JSON.")
-def select(deploy: str, max_latency_ms: float | None, min_robust_acc: float | None, min_clean_acc: float | None,
-           objective: str, backend: str, precision: str, batch: int, as_json: bool) -> None:
+def select(deploy: str, max_latency_ms: float | None, min_robust_acc: float | None,
+           min_clean_acc: float | None, objective: str, backend: str, precision: str, batch: int,
+           power_mismatch: str, as_json: bool) -> None:
     """Pick the best variant of DEPLOY within the budget (exit 2 when none fits)."""
     from oatdeploy.runtime import Deployment
 
-    dep = Deployment.load(deploy, backend=backend, precision=precision, batch=batch)
+    dep = Deployment.load(deploy, backend=backend, precision=precision, batch=batch, power_policy=power_mismatch)
     v = dep.select(max_latency_ms=max_latency_ms, min_robust_acc=min_robust_acc, min_clean_acc=min_clean_acc,
                    objective=objective)
     if as_json:

@@ -13,7 +13,7 @@ import click
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def verify(deploy: str, precision: str, backend: str, quiet: bool) -> None:
     """Measure clean and robust accuracy at PRECISION and record them, so `select` uses them."""
-    from oatdeploy.export.precision_verify import format_table, verify_precision
+    from oatdeploy.runtime.precision import format_table, verify_precision
 
     if backend == "trt":
         from oatdeploy.runtime.backends import require_tensorrt

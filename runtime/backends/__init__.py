@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import Any
 
 from oatdeploy.errors import OatError
@@ -12,19 +11,26 @@ from oatdeploy.runtime.backends.base import Runner
 BACKENDS = ("ort", "trt")
 
 
+def tensorrt_installed() -> bool:
+    """TensorRT's bindings are importable (a stubs-only `tensorrt` folder, as tensorrt-stubs installs, is not)."""
+    spec = importlib.util.find_spec("tensorrt")
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
 def require_tensorrt() -> None:
     """Say how to install TensorRT before anything tries to import it."""
-    if importlib.util.find_spec("tensorrt") is None:
+    if not tensorrt_installed():
         raise OatError("TensorRT is not installed: on a Jetson use JetPack's python3-libnvinfer (apt), elsewhere "
                        '`pip install "oatdeploy[trt]"` (tensorrt and cuda-python); or use --backend ort')
 
 
-def get_runner(backend: str, path: str | Path, **options: Any) -> Runner:
-    """A loaded runner for one artifact (an ONNX file for 'ort', an engine for 'trt')."""
+def get_runner(backend: str, data: bytes, label: str, entry: dict[str, Any] | None = None,
+               **options: Any) -> Runner:
+    """A loaded runner for one artifact's verified bytes (ONNX for 'ort'; an engine and its entry for 'trt')."""
     if backend == "ort":
         from oatdeploy.runtime.backends.ort import OrtRunner
 
-        return OrtRunner(path, **options)
+        return OrtRunner(data, label, **options)
     if backend == "trt":
         require_tensorrt()
         try:
@@ -32,5 +38,5 @@ def get_runner(backend: str, path: str | Path, **options: Any) -> Runner:
         except ImportError as e:
             raise OatError(f"the TensorRT backend could not be loaded ({e}); reinstall TensorRT's Python "
                            "bindings (JetPack's python3-libnvinfer, or `pip install tensorrt`)") from None
-        return TrtRunner(path, **options)
+        return TrtRunner(data, entry or {}, label, **options)
     raise OatError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

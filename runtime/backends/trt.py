@@ -1,169 +1,164 @@
-"""TensorRT runner: one deserialized engine, an execution context per thread, device buffers allocated once.
+"""TensorRT runner: one deserialized engine, a small pool of execution contexts, device buffers sized once.
 
-Written against the TensorRT 10 Python API (name-based I/O tensors and `execute_async_v3`); `tensorrt`
-is imported only when a runner is built, so this module imports without it. An engine is tied to the
-TensorRT version and the GPU it was built on; a mismatch is refused before deserializing, with the fix.
+Written against the name-based TensorRT API (`num_io_tensors`, `set_input_shape`, `execute_async_v3`),
+which TensorRT 8.5 (JetPack 5) through 10.x share; `tensorrt` is imported only when a runner is built.
+The runner is given the engine's bytes, already hashed by the caller, and the manifest entry that
+`Deployment` chose for this device (the compatibility check happens there, once). Each call checks its
+input against the engine's profile before anything is copied, then borrows one of at most `contexts`
+execution contexts (each with its stream and max-batch buffers); a thread that finds them all busy waits.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from oatdeploy.errors import ArtifactError, OatError
-from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, OUTPUT_NAME, Runner
-from oatdeploy.runtime.backends.cuda_mem import CudaMemory, get_cuda
-from oatdeploy.runtime.manifest import FILENAME
+from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, OUTPUT_NAME, InputSpec, Runner
+from oatdeploy.runtime.backends.cuda import CudaMemory, get_cuda
 
-MATCHED = ("trt_version", "device", "compute_capability")
-
-
-def rebuild_hint(deploy: str | Path, precision: str) -> str:
-    return f"rebuild on this device: oatdeploy build-engines {deploy} --precision {precision}"
-
-
-def current_device(cuda: CudaMemory | None = None) -> dict[str, str]:
-    """What an engine built here records: TensorRT version, GPU name (as latency keys name it), SM version."""
+if TYPE_CHECKING:
     import tensorrt as trt
 
-    from oatdeploy.runtime.device import gpu_name
-
-    cuda = cuda or get_cuda()
-    return {"trt_version": str(trt.__version__), "device": gpu_name() or cuda.device_name(),
-            "compute_capability": cuda.compute_capability()}
+DEFAULT_CONTEXTS = 2  # a Jetson shares 4-8 GB between CPU and GPU: contexts and their buffers are kept few
 
 
-def engine_mismatches(recorded: dict[str, Any], here: dict[str, str]) -> list[str]:
-    """'what: built for X, here Y' for each of TensorRT version, device and compute capability that differs."""
-    labels = {"trt_version": "TensorRT", "device": "GPU", "compute_capability": "compute capability"}
-    return [f"{labels[k]} {recorded.get(k)!s} at build, {here.get(k)!s} here" for k in MATCHED
-            if str(recorded.get(k)) != str(here.get(k))]
+def rebuild_hint(precision: str) -> str:
+    return f"rebuild on this device: oatdeploy build-engines DEPLOY --precision {precision}"
 
 
-def check_engine(recorded: dict[str, Any], here: dict[str, str], deploy: str | Path) -> None:
-    """Refuse an engine built with another TensorRT or on another GPU; pure, so it is testable without either."""
-    diffs = engine_mismatches(recorded, here)
-    if diffs:
-        raise ArtifactError(f"engine {recorded.get('path')} does not fit this machine ({'; '.join(diffs)}); "
-                            f"{rebuild_hint(deploy, recorded.get('precision', 'fp32'))}")
+class _Slot:
+    """One execution context with its stream and buffers; used by one call at a time."""
 
-
-def recorded_entry(path: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The manifest entry for an engine at DEPLOY/engines/<name>.engine, if the deployment records it."""
-    deploy = path.resolve().parent.parent
-    manifest = deploy / FILENAME
-    if not manifest.is_file():
-        return None
-    rel = path.resolve().relative_to(deploy).as_posix()
-    for variant in json.loads(manifest.read_text()).get("variants", []):
-        for entry in variant.get("engines") or []:
-            if entry.get("path") == rel:
-                return deploy, entry
-    return None
-
-
-class _ThreadState:
-    """One thread's execution context, stream and buffers (a context must not run on two threads at once)."""
-
-    def __init__(self, context: Any, stream: int, device: dict[str, int], host: dict[str, np.ndarray]) -> None:
-        self.context, self.stream, self.device, self.host = context, stream, device, host
+    def __init__(self, context: trt.IExecutionContext, stream: int, device: dict[str, int],
+                 output: np.ndarray) -> None:
+        self.context, self.stream, self.device, self.output = context, stream, device, output
 
 
 class TrtRunner(Runner):
-    """Serve one engine; `infer` is safe from several threads (each gets its own context and buffers)."""
+    """Serve one engine from several threads through a bounded pool of execution contexts."""
 
     name = "trt"
 
-    def __init__(self, path: str | Path, recorded: dict[str, Any] | None = None, deploy: str | Path | None = None,
-                 binding: str | None = None) -> None:
+    def __init__(self, engine: bytes, entry: dict[str, Any], label: str = "engine", contexts: int = DEFAULT_CONTEXTS,
+                 lam_count: int | None = None, cuda: CudaMemory | None = None) -> None:
         import tensorrt as trt
 
-        super().__init__(path)
-        if not self.path.is_file():
-            raise ArtifactError(f"engine {self.path} does not exist; build it with `oatdeploy build-engines DEPLOY`")
-        if recorded is None and (found := recorded_entry(self.path)) is not None:
-            deploy, recorded = found
-        self.deploy = Path(deploy) if deploy else self.path.parent.parent
-        self.cuda = get_cuda(binding)
-        if recorded is not None:
-            check_engine(recorded, current_device(self.cuda), self.deploy)
-        self.precision = (recorded or {}).get("precision", "fp32")
+        if contexts < 1:
+            raise OatError(f"contexts must be at least 1, got {contexts}")
+        self.label, self.entry, self.precision = label, entry, entry.get("precision", "fp32")
+        self.cuda = cuda or get_cuda()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self.engine = self.runtime.deserialize_cuda_engine(engine)
         if self.engine is None:
-            raise ArtifactError(f"TensorRT could not load {self.path} (built by another TensorRT or GPU, or "
-                                f"corrupted); {rebuild_hint(self.deploy, self.precision)}")
-        self.inputs: dict[str, tuple[tuple[int, ...], Any]] = {}
-        self.outputs: dict[str, tuple[tuple[int, ...], Any]] = {}
+            raise ArtifactError(f"TensorRT could not load {label} (corrupted, or built by another TensorRT or GPU); "
+                                f"{rebuild_hint(self.precision)}")
+        self.io: dict[str, tuple[tuple[int, ...], Any, bool]] = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            spec = (tuple(self.engine.get_tensor_shape(name)), np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
-            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            (self.inputs if is_input else self.outputs)[name] = spec
-        if INPUT_NAME not in self.inputs or OUTPUT_NAME not in self.outputs:
-            raise ArtifactError(f"{self.path} has I/O {sorted(self.inputs)} -> {sorted(self.outputs)}, expected "
-                                f"'{INPUT_NAME}' -> '{OUTPUT_NAME}'; rebuild it from an oatdeploy export")
-        self.takes_lambda = LAM_INDEX_NAME in self.inputs
-        self.max_batch = int(self.engine.get_tensor_profile_shape(INPUT_NAME, 0)[2][0])
-        self._local = threading.local()
-        self._states: list[_ThreadState] = []
-        self._lock = threading.Lock()
+            shape = self.engine.get_tensor_shape(name)
+            self.io[name] = (tuple(shape[d] for d in range(len(shape))),
+                             np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))),
+                             self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT)
+        inputs = sorted(n for n, (_, _, is_in) in self.io.items() if is_in)
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in self.io or self.io[INPUT_NAME][1] != np.float32:
+            raise ArtifactError(f"{label} has I/O {sorted(self.io)}, expected float32 '{INPUT_NAME}' -> "
+                                f"'{OUTPUT_NAME}'; rebuild it from an oatdeploy export")
+        low, _, high = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
+        self.spec = InputSpec(self.io[INPUT_NAME][0][1:], min_batch=int(low[0]), max_batch=int(high[0]),
+                              lam_count=lam_count, takes_lambda=LAM_INDEX_NAME in inputs)
+        self.max_contexts = contexts
+        self._free: list[_Slot] = []
+        self._created = 0
+        self._closed = False
+        self._cond = threading.Condition()
 
-    def _shape(self, spec: tuple[int, ...], batch: int) -> tuple[int, ...]:
-        return tuple(batch if d < 0 else d for d in spec)
+    def _shape(self, name: str, batch: int) -> tuple[int, ...]:
+        return tuple(batch if d < 0 else d for d in self.io[name][0])
 
-    def _state(self) -> _ThreadState:
-        """This thread's context with buffers for the largest batch, bound once (addresses never change)."""
-        state = getattr(self._local, "state", None)
-        if state is not None:
-            return state
-        with self._lock:  # contexts are created one at a time; each is then used by its thread only
-            context = self.engine.create_execution_context()
+    def _new_slot(self) -> _Slot:
+        """A context with buffers for the largest batch, bound once (their addresses never change)."""
+        context = self.engine.create_execution_context()
+        if context is None:
+            raise OatError(f"TensorRT could not create an execution context for {self.label} (out of GPU memory?)")
         stream = self.cuda.stream_create()
         device: dict[str, int] = {}
-        host: dict[str, np.ndarray] = {}
-        for name, (spec, dtype) in {**self.inputs, **self.outputs}.items():
-            host[name] = np.empty(self._shape(spec, self.max_batch), dtype=dtype)
-            device[name] = self.cuda.alloc(host[name].nbytes)
+        for name, (_, dtype, _) in self.io.items():
+            shape = (1,) if name == LAM_INDEX_NAME else self._shape(name, self.spec.max_batch or 1)
+            device[name] = self.cuda.alloc(int(np.prod(shape)) * dtype.itemsize)
             context.set_tensor_address(name, device[name])
-        state = _ThreadState(context, stream, device, host)
-        with self._lock:
-            self._states.append(state)
-        self._local.state = state
-        return state
+        output = np.empty(self._shape(OUTPUT_NAME, self.spec.max_batch or 1), dtype=self.io[OUTPUT_NAME][1])
+        return _Slot(context, stream, device, output)
+
+    def _free_slot(self, slot: _Slot) -> None:
+        del slot.context  # a context goes before the buffers it points to
+        for ptr in slot.device.values():
+            self.cuda.free(ptr)
+        self.cuda.stream_destroy(slot.stream)
+
+    def _checkout(self) -> _Slot:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise OatError(f"{self.label}'s runner is closed")
+                if self._free:
+                    return self._free.pop()
+                if self._created < self.max_contexts:
+                    self._created += 1
+                    break
+                self._cond.wait()
+        try:
+            return self._new_slot()
+        except BaseException:
+            with self._cond:
+                self._created -= 1
+                self._cond.notify()
+            raise
+
+    def _checkin(self, slot: _Slot) -> None:
+        with self._cond:
+            if not self._closed:
+                self._free.append(slot)
+                self._cond.notify()
+                return
+            self._created -= 1
+        self._free_slot(slot)
+
+    @property
+    def contexts(self) -> int:
+        """Execution contexts alive now (at most `max_contexts`)."""
+        return self._created
 
     def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
-        n = len(x)
-        if not 1 <= n <= self.max_batch:
-            raise OatError(f"batch of {n} outside this engine's profile (1..{self.max_batch}); rebuild with "
-                           f"`oatdeploy build-engines {self.deploy} --batch 1,{min(n, 8)},{n}` or split the batch")
-        if self.takes_lambda and lam_index is None:
-            raise ValueError(f"{self.path.name} is a shared engine: pass the λ index")
-        s = self._state()
-        feed = {INPUT_NAME: np.ascontiguousarray(x, dtype=self.inputs[INPUT_NAME][1])}
-        if self.takes_lambda:
-            feed[LAM_INDEX_NAME] = np.array([lam_index], dtype=self.inputs[LAM_INDEX_NAME][1])
-        for name, arr in feed.items():
-            s.context.set_input_shape(name, arr.shape)
-            self.cuda.h2d_async(s.device[name], arr, s.stream)
-        if not s.context.execute_async_v3(s.stream):
-            raise OatError(f"TensorRT failed to run {self.path.name}; see the TensorRT log above")
-        out = s.host[OUTPUT_NAME][:n]
-        self.cuda.d2h_async(out, s.device[OUTPUT_NAME], s.stream)
-        self.cuda.stream_sync(s.stream)
-        return out.astype(np.float32, copy=True)
+        x = self.spec.check(self.label, x, lam_index)
+        n = x.shape[0]
+        feed = {INPUT_NAME: x}
+        if self.spec.takes_lambda:
+            feed[LAM_INDEX_NAME] = np.array([lam_index], dtype=self.io[LAM_INDEX_NAME][1])
+        slot = self._checkout()
+        try:
+            for name, arr in feed.items():
+                if not slot.context.set_input_shape(name, arr.shape):
+                    raise OatError(f"TensorRT refused input shape {arr.shape} for {name} of {self.label}")
+                self.cuda.h2d_async(slot.device[name], arr, slot.stream)
+            if not slot.context.execute_async_v3(slot.stream):
+                raise OatError(f"TensorRT failed to run {self.label}; see the TensorRT log above")
+            out = slot.output[:n]
+            self.cuda.d2h_async(out, slot.device[OUTPUT_NAME], slot.stream)
+            self.cuda.stream_sync(slot.stream)
+            return out.astype(np.float32, copy=True)
+        finally:
+            self._checkin(slot)
 
     def close(self) -> None:
-        with self._lock:
-            states, self._states = self._states, []
-        for s in states:
-            s.context = None  # a context goes before the buffers it points to
-            for ptr in s.device.values():
-                self.cuda.free(ptr)
-            self.cuda.stream_destroy(s.stream)
-        self._local = threading.local()
+        """Free idle contexts now and busy ones when their call returns; later calls are refused."""
+        with self._cond:
+            self._closed = True
+            idle, self._free = self._free, []
+            self._created -= len(idle)
+            self._cond.notify_all()
+        for slot in idle:
+            self._free_slot(slot)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from oatdeploy.errors import OatError
 
@@ -30,6 +31,7 @@ class Variant:
     latency_ms: float | None
     path: str
     lam_index: int | None = None
+    sha256: str | None = None
 
     def describe(self) -> str:
         def fmt(v: float | None, spec: str) -> str:
@@ -62,28 +64,42 @@ def _infeasible(variants: Sequence[Variant], budget: dict[str, float | None]) ->
     alone = [name for name in gaps[0] if all(g[name] > 0 for g in gaps)]
     if alone:
         name = alone[0]
-        best = min(zip(variants, gaps, strict=True), key=lambda vg: vg[1][name])[0]
+        best = min(zip(variants, gaps), key=lambda vg: vg[1][name])[0]
         return NoFeasibleVariant(f"no variant meets the budget ({asked}): {name} binds, no variant reaches it "
                                  f"even alone; the closest is {best.describe()}; relax {LIMITS[name]}")
-    closest, gap = min(zip(variants, gaps, strict=True), key=lambda vg: sum(vg[1].values()))
+    closest, gap = min(zip(variants, gaps), key=lambda vg: sum(vg[1].values()))
     binding = [name for name, g in gap.items() if g > 0]
     verb = "binds" if len(binding) == 1 else "bind"
     return NoFeasibleVariant(f"no variant meets the budget ({asked}): {' and '.join(binding)} {verb}; "
                              f"the closest is {closest.describe()}; relax the budget")
 
 
+def check_budget(max_latency_ms: float | None = None, min_robust_acc: float | None = None,
+                 min_clean_acc: float | None = None, objective: str = "clean") -> dict[str, float | None]:
+    """The budget as numbers, or one OatError: a NaN or infinite limit would silently admit or exclude everything."""
+    if objective not in OBJECTIVES:
+        raise OatError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    budget = {"max_latency_ms": max_latency_ms, "min_robust_acc": min_robust_acc, "min_clean_acc": min_clean_acc}
+    for name, value in budget.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise OatError(f"{name} must be a finite number, got {value!r}")
+        if name == "max_latency_ms" and value <= 0:
+            raise OatError(f"max_latency_ms must be above 0, got {value!r}")
+    return budget
+
+
 def select(variants: Sequence[Variant], max_latency_ms: float | None = None, min_robust_acc: float | None = None,
            min_clean_acc: float | None = None, objective: str = "clean") -> Variant:
     """Best SA (or RA) among variants within the budget; ties go to the lower latency."""
-    if objective not in OBJECTIVES:
-        raise OatError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    budget = check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective)
     if not variants:
         raise NoFeasibleVariant("the deployment has no variants")
     if max_latency_ms is not None and all(v.latency_ms is None for v in variants):
         raise OatError("a latency budget needs a latency profile for this device; run `oatdeploy profile DEPLOY`")
     if all((v.clean_acc if objective == "clean" else v.robust_acc) is None for v in variants):
         raise OatError("the manifest has no accuracy metrics; export after `oatdeploy eval` or with --evaluate")
-    budget = {"max_latency_ms": max_latency_ms, "min_robust_acc": min_robust_acc, "min_clean_acc": min_clean_acc}
     feasible = [v for v in variants if not any(_violations(v, *budget.values()).values())]
     if not feasible:
         raise _infeasible(variants, budget)
@@ -103,7 +119,7 @@ def pareto_front(variants: Sequence[Variant]) -> list[Variant]:
 
     def dominates(a: Variant, b: Variant) -> bool:
         ka, kb = key(a), key(b)
-        return all(x >= y for x, y in zip(ka, kb, strict=True)) and ka != kb
+        return all(x >= y for x, y in zip(ka, kb)) and ka != kb
 
     front = [v for v in variants if not any(dominates(o, v) for o in variants)]
     return sorted(front, key=lambda v: (_latency(v), v.id))

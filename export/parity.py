@@ -1,4 +1,4 @@
-"""Run an exported graph under ONNX Runtime (CPU) and compare it with the supernet on real images."""
+"""Parity check at export: run an exported graph under ONNX Runtime (CPU) and compare it with the supernet."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def run_graph(session: ort.InferenceSession, x: np.ndarray, lam_index: int | Non
     return session.run(None, feed)[0]
 
 
-def verify_graph(session: ort.InferenceSession, x: np.ndarray, reference: np.ndarray, label: str,
+def check_parity(session: ort.InferenceSession, x: np.ndarray, reference: np.ndarray, label: str,
                  lam_index: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, float | int]:
     """Max |Δlogit| and top-1 agreement against the supernet; raises when the graph is not the model."""
     logits = run_graph(session, x, lam_index)

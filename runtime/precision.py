@@ -1,23 +1,26 @@
-"""`oatdeploy verify`: clean and robust accuracy of what a reduced precision actually runs.
+"""`oatdeploy verify`: clean and robust accuracy of what a reduced precision actually runs (the precision check).
 
 SA on verify/clean.npz and RA on each variant's verify/<id>.npz (PGD examples crafted at export on the
 folded fp32 variant, so RA here is robustness to those transferred examples, not a fresh white-box
 attack on the quantized model). Runs the ORT int8/fp16 model or this device's TensorRT engine, and the
-fp32 ONNX on the same images as the reference; writes `precision_metrics[precision]` per variant so
-`select` ranks variants by the numbers of what runs. Torch-free.
+fp32 ONNX on the same images as the reference, every one built from bytes hashed as read; writes
+`precision_metrics[precision]` per variant so `select` ranks variants by the numbers of what runs.
+Torch-free, Python 3.8+.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from oatdeploy.atomic import PathLike
 from oatdeploy.errors import ArtifactError, OatError
-from oatdeploy.runtime.backends import get_runner
 from oatdeploy.runtime.backends.base import Runner
-from oatdeploy.runtime.manifest import load_manifest, update_variants
+from oatdeploy.runtime.deployment import Deployment
+from oatdeploy.runtime.manifest import read_verified, update_variants
 
 PRECISIONS = ("fp16", "int8")
 BACKENDS = ("ort", "trt")
@@ -33,28 +36,15 @@ def accuracy(runner: Runner, x: np.ndarray, y: np.ndarray, lam_index: int | None
 
 def load_npz(deploy_dir: Path, entry: dict[str, Any] | None, keys: tuple[str, str],
              what: str) -> tuple[np.ndarray, ...]:
+    """Saved images and labels, hashed as read and parsed from those bytes (no pickles)."""
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no {what}; re-export with `oatdeploy export`")
-    with np.load(deploy_dir / entry["path"]) as npz:
+    data = read_verified(deploy_dir, entry["path"], entry["sha256"])
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return tuple(np.asarray(npz[k], dtype=np.float32 if k.startswith("x") else np.int64) for k in keys)
 
 
-def artifact(deploy_dir: Path, manifest: dict[str, Any], variant: dict[str, Any], precision: str,
-             backend: str) -> tuple[str, int]:
-    """(path relative to the deployment, largest batch it takes) for this precision on this backend."""
-    if backend == "ort":
-        quantized = (variant.get("quantized") or {}).get(precision)
-        if not quantized:
-            raise OatError(f"{variant['id']} has no {precision} ONNX model; run `oatdeploy quantize {deploy_dir} "
-                           f"--precision {precision}` first")
-        return quantized["onnx"], 256
-    from oatdeploy.runtime.deployment import Deployment
-
-    engine = Deployment(deploy_dir, manifest, backend="trt", precision=precision).engine(variant, precision, 1)
-    return engine["path"], int(engine["batch_profile"]["max"])
-
-
-def verify_precision(deploy_dir: str | Path, precision: str, backend: str = "ort",
+def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
                      progress: bool = True) -> list[dict[str, Any]]:
     """Measure and record SA/RA at `precision`; returns one row per variant with the fp32 reference beside it."""
     if precision not in PRECISIONS:
@@ -62,7 +52,10 @@ def verify_precision(deploy_dir: str | Path, precision: str, backend: str = "ort
     if backend not in BACKENDS:
         raise OatError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     deploy_dir = Path(deploy_dir)
-    manifest = load_manifest(deploy_dir)  # checks every artifact's sha256, the saved examples included
+    # Every variant's artifact up front (and hashed): a missing one is one error line, before any work.
+    low_dep = Deployment.load(deploy_dir, backend=backend, precision=precision)
+    ref_dep = Deployment(deploy_dir, low_dep.manifest, "ort", "fp32", power_state=low_dep.power_state)
+    manifest = low_dep.manifest
     x_clean, y_clean = load_npz(deploy_dir, (manifest.get("verification") or {}).get("clean"), ("x", "y"),
                                 "clean verification images")
     threat = manifest.get("threat_model") or {}
@@ -72,23 +65,23 @@ def verify_precision(deploy_dir: str | Path, precision: str, backend: str = "ort
     rows: list[dict[str, Any]] = []
     from tqdm import tqdm
 
-    def runner(kind: str, rel: str) -> Runner:
-        if (kind, rel) not in runners:
-            options = {"device": "cpu"} if kind == "ort" else {}
-            runners[kind, rel] = get_runner(kind, deploy_dir / rel, **options)
-        return runners[kind, rel]
+    def runner(dep: Deployment, v: Any) -> Runner:
+        if (dep.backend, v.path) not in runners:
+            options = {"device": "cpu"} if dep.backend == "ort" else {}
+            runners[dep.backend, v.path] = dep.runner(v, **options)
+        return runners[dep.backend, v.path]
 
-    # Every variant's artifact up front: a missing one is one error line, before any work or progress bar.
-    plan = [(v, *artifact(deploy_dir, manifest, v, precision, backend)) for v in manifest["variants"]]
+    plan = list(zip(manifest["variants"], low_dep.variants_for(), ref_dep.variants_for()))
     try:
-        for v, rel, batch in tqdm(plan, desc=f"verify ({source})", unit="variant", disable=not progress):
-            x_adv, y_adv = load_npz(deploy_dir, v.get("adv_examples"), ("x_adv", "y"),
-                                    f"adversarial examples for {v['id']}")
-            li = v.get("lam_index")
-            low, ref = runner(backend, rel), runner("ort", v["onnx"])
-            row = {"id": v["id"], "clean_acc": accuracy(low, x_clean, y_clean, li, batch),
+        for entry, low_v, ref_v in tqdm(plan, desc=f"verify ({source})", unit="variant", disable=not progress):
+            x_adv, y_adv = load_npz(deploy_dir, entry.get("adv_examples"), ("x_adv", "y"),
+                                    f"adversarial examples for {entry['id']}")
+            li = entry.get("lam_index")
+            low, ref = runner(low_dep, low_v), runner(ref_dep, ref_v)
+            batch = low.spec.max_batch or 256
+            row = {"id": entry["id"], "clean_acc": accuracy(low, x_clean, y_clean, li, batch),
                    "robust_acc": accuracy(low, x_adv, y_adv, li, batch), "source": source,
-                   "samples": len(x_clean), "attack": attack, "artifact": rel,
+                   "samples": len(x_clean), "attack": attack, "artifact": low_v.path,
                    "fp32": {"clean_acc": accuracy(ref, x_clean, y_clean, li, 256),
                             "robust_acc": accuracy(ref, x_adv, y_adv, li, 256), "source": "ort-fp32"}}
             rows.append(row)

@@ -1,0 +1,132 @@
+"""`oatdeploy quantize`: int8 (static, Q/DQ) and fp16 ONNX models that ONNX Runtime runs on any machine.
+
+The int8 model is symmetric int8 activations and per-channel int8 weights in Q/DQ form, calibrated on
+calib.npz: ONNX Runtime serves it anywhere, and TensorRT ≥ 10 compiles this same graph into the int8
+engine (explicit quantization), so what `verify` measured is what the engine computes. Outputs go to
+DEPLOY/quantized/<graph stem>-<precision>-<sha12>.onnx, each written under a new name and recorded per
+variant as `quantized[precision] = {onnx, sha256}` before the one it replaces is deleted. Torch-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from oatdeploy.atomic import PathLike
+from oatdeploy.errors import OatError
+from oatdeploy.runtime.artifacts import build_lock, sweep, write_artifact
+from oatdeploy.runtime.calibration import OrtCalibrationReader, load_calibration
+from oatdeploy.runtime.manifest import Manifest, read_manifest, read_verified, update_variants
+
+PRECISIONS = ("int8", "fp16")
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the compute; per-λ tables (Gather) and adds stay float
+
+
+def graphs(manifest: Manifest) -> dict[str, list[dict[str, Any]]]:
+    """Each distinct ONNX path → the variants it serves, in manifest order (shared graphs serve every λ)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for v in manifest["variants"]:
+        out.setdefault(v["onnx"], []).append(v)
+    return out
+
+
+def lam_count(manifest: Manifest, variants: list[dict[str, Any]]) -> int | None:
+    """How many λ a shared graph takes as its index input; None for a folded graph."""
+    return len(manifest["model"]["lambdas"]) if "lam_index" in variants[0] else None
+
+
+@contextlib.contextmanager
+def quiet_preprocess_hint() -> Iterator[None]:
+    """quantize_static logs a generic 'consider pre-processing' hint on the root logger for every graph; our
+    graphs are exported with full shapes and already folded, so the hint is noise to a user."""
+    class Hint(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-process" not in record.getMessage()
+
+    hint, root = Hint(), logging.getLogger()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+
+
+def quantize_int8(src: Path, dst: Path, reader: OrtCalibrationReader) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with quiet_preprocess_hint():
+        quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+
+
+def fp16_converter() -> Any:
+    """onnxruntime's own converter when this onnxruntime ships it, else onnxconverter-common's; None if neither."""
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError:
+        try:
+            from onnxconverter_common.float16 import convert_float_to_float16
+        except ImportError:
+            return None
+    return convert_float_to_float16
+
+
+def quantize_fp16(src: Path, dst: Path) -> None:
+    import onnx
+
+    convert = fp16_converter()
+    if convert is None:
+        raise OatError("no fp16 converter here: this onnxruntime lacks onnxruntime.transformers.float16; "
+                       "`pip install onnxconverter-common`, or build fp16 TensorRT engines instead")
+    model = convert(onnx.load(str(src)), keep_io_types=True)  # float32 in/out: callers never see fp16
+    onnx.save(model, str(dst))
+
+
+def quantize_deployment(deploy_dir: PathLike, precision: str = "int8", calib_size: int = 512,
+                        calib_batch: int = 32, calib_data: PathLike | None = None,
+                        progress: bool = True) -> list[dict[str, Any]]:
+    """Quantize every distinct graph of a deployment; returns one {onnx, sha256, variants} row per graph."""
+    if precision not in PRECISIONS:
+        raise OatError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    deploy_dir = Path(deploy_dir)
+    manifest = read_manifest(deploy_dir)
+    calib = None
+    if precision == "int8":
+        calib, _ = load_calibration(deploy_dir, manifest, limit=calib_size, source=calib_data)
+    rows = []
+    from tqdm import tqdm
+
+    with build_lock(deploy_dir), tempfile.TemporaryDirectory(prefix="oatdeploy-quantize-") as scratch:
+        for onnx_rel, variants in tqdm(graphs(manifest).items(), desc=f"quantize ({precision})", unit="graph",
+                                       disable=not progress):
+            src = Path(scratch) / "source.onnx"  # the verified bytes, not whatever the folder holds later
+            src.write_bytes(read_verified(deploy_dir, onnx_rel, variants[0]["sha256"]))
+            stem = f"{Path(onnx_rel).stem}-{precision}"
+            if calib is not None:
+                reader = OrtCalibrationReader(calib, min(calib_batch, len(calib)), lam_count(manifest, variants))
+                entry = write_artifact(deploy_dir, "quantized", stem, ".onnx",
+                                       lambda tmp, src=src, reader=reader: quantize_int8(src, tmp, reader))
+            else:
+                entry = write_artifact(deploy_dir, "quantized", stem, ".onnx",
+                                       lambda tmp, src=src: quantize_fp16(src, tmp))
+            row = {"onnx": entry["path"], "sha256": entry["sha256"], "variants": [v["id"] for v in variants]}
+            manifest = record(deploy_dir, precision, row)
+            rows.append(row)
+        sweep(deploy_dir, manifest)
+    return rows
+
+
+def record(deploy_dir: Path, precision: str, row: dict[str, Any]) -> Manifest:
+    """Record one quantized graph in the variants it serves (replacing that precision's previous graph)."""
+    def edit(v: dict[str, Any]) -> None:
+        if v["id"] in row["variants"]:
+            v.setdefault("quantized", {})[precision] = {"onnx": row["onnx"], "sha256": row["sha256"]}
+
+    return update_variants(deploy_dir, edit)
+
+
