@@ -24,32 +24,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from study_oat_vs_dedicated import LAMBDAS, PRESETS, run_one
+from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, dedicated_run, run_one
 
 from oatdeploy.atomic import atomic_write_json
 from oatdeploy.runtime.device import cpu_name
 
-# Each lever: the TrainConfig fields it changes. `linear` is the default recipe; `mlp` the one before it.
+# Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (a per-λ FiLM table with
+# ten times the learning rate and no weight decay); `mlp` was the default before it; `paper` is the MLP with the
+# reference code's initialisation; `linear` the table alone, trained like every other weight.
 LEVERS: dict[str, dict[str, Any]] = {
-    "paper": {"film": "paper"},
-    "mlp": {"film": "mlp"},
-    "mlp-wd0": {"film": "mlp", "film_weight_decay": 0.0},
-    "linear": {"film": "linear"},
-    "linear-wd0": {"film": "linear", "film_weight_decay": 0.0},
-    "linear-lr10": {"film": "linear", "film_lr_scale": 10.0, "film_weight_decay": 0.0},
-    "linear-ends": {"film": "linear", "lambda_weights": [1, 1, 1, 1, 3], "clean_share": 0.25},
+    "paper": {"film": "paper", **PLAIN_FILM},
+    "mlp": {"film": "mlp", **PLAIN_FILM},
+    "linear": {"film": "linear", **PLAIN_FILM},
+    "default": {},
 }
 
 
 def oat_run(lever: str, seed: int, p: dict[str, Any]) -> dict[str, Any]:
-    return {"name": f"levers/oat-{lever}-s{seed}", "group": lever, "lambdas": LAMBDAS, "widths": [p["width"]],
+    """The default lever is the main study's own OAT run (same name, trained once for both studies)."""
+    name = f"oat-s{seed}" if lever == "default" else f"levers/oat-{lever}-s{seed}"
+    return {"name": name, "group": lever, "lambdas": LAMBDAS, "widths": [p["width"]],
             "dual_bn": True, "seed": seed, "epochs": p["epochs"], "recipe": LEVERS[lever]}
-
-
-def dedicated_run(lam: float, seed: int, p: dict[str, Any]) -> dict[str, Any]:
-    """The dedicated model of the main study (same name, so the two studies share it)."""
-    return {"name": f"dedicated-lam{lam:g}-s{seed}", "group": "dedicated", "lambdas": [lam], "widths": [p["width"]],
-            "dual_bn": True, "seed": seed, "epochs": p["epochs"]}
 
 
 def per_lambda(runs: list[dict[str, Any]]) -> dict[float, dict[str, list[float]]]:

@@ -11,15 +11,17 @@ Every run uses the same data, epochs, ε = 0.1, PGD-7 training and PGD-20 evalua
                 PGD adversarial training; for 0 < λ < 1 every sample carries the loss
                 (1 − λ)·CE(clean) + λ·CE(adv) (no λ = 0 share, so only the adversarial BN is used);
   - oats:       an OATS supernet (widths 0.5, 0.75, 1) against dedicated models at two widths.
-Runs are folders under --runs (default benchmarks/runs/, git-ignored); a finished run (supernet.pt and
-eval.json) is skipped, so an interrupted study continues where it stopped. Results go to
-benchmarks/results/oat_vs_dedicated_<preset>.{json,md,png}.
+Runs are folders under --runs (default benchmarks/runs/, git-ignored); a finished run (eval.json) is skipped and an
+interrupted one resumes from its checkpoint, so an interrupted study continues where it stopped; two study
+processes can share one --runs folder (e.g. one per core): a run being trained by one is not trained by the other.
+Results go to benchmarks/results/oat_vs_dedicated_<preset>.{json,md,png}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -47,6 +49,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# FiLM trained like every other weight (no learning-rate boost, the usual weight decay). A dedicated model has one
+# λ, so its FiLM is one more per-channel affine after the BN: trained this way it is the plain network it is.
+PLAIN_FILM: dict[str, Any] = {"film_lr_scale": 1.0, "film_weight_decay": None}
+
+
 def plan(p: dict[str, Any]) -> list[dict[str, Any]]:
     """Every training run of the protocol: name, group, λs, widths, dual BN, seed, epochs."""
     runs = []
@@ -56,32 +63,63 @@ def plan(p: dict[str, Any]) -> list[dict[str, Any]]:
         runs.append({"name": f"oat-1bn-s{seed}", "group": "oat-1bn", "lambdas": LAMBDAS, "widths": [p["width"]],
                      "dual_bn": False, "seed": seed, "epochs": p["epochs"]})
         for lam in LAMBDAS:
-            runs.append({"name": f"dedicated-lam{lam:g}-s{seed}", "group": "dedicated", "lambdas": [lam],
-                         "widths": [p["width"]], "dual_bn": True, "seed": seed, "epochs": p["epochs"]})
+            runs.append(dedicated_run(lam, seed, p))
     seed = p["seeds"][0]
     runs.append({"name": f"oats-s{seed}", "group": "oats", "lambdas": LAMBDAS, "widths": p["oats_widths"],
                  "dual_bn": True, "seed": seed, "epochs": p["oats_epochs"]})
     for w in (min(p["oats_widths"]), max(p["oats_widths"])):
         for lam in p["oats_lambdas_dedicated"]:
             runs.append({"name": f"dedicated-w{w:g}-lam{lam:g}-s{seed}", "group": "dedicated-width",
-                         "lambdas": [lam], "widths": [w], "dual_bn": True, "seed": seed, "epochs": p["oats_epochs"]})
+                         "lambdas": [lam], "widths": [w], "dual_bn": True, "seed": seed, "epochs": p["oats_epochs"],
+                         "recipe": PLAIN_FILM})
     return runs
+
+
+def dedicated_run(lam: float, seed: int, p: dict[str, Any]) -> dict[str, Any]:
+    """One model trained with this λ alone (shared by study_knob.py through its name)."""
+    return {"name": f"dedicated-lam{lam:g}-s{seed}", "group": "dedicated", "lambdas": [lam], "widths": [p["width"]],
+            "dual_bn": True, "seed": seed, "epochs": p["epochs"], "recipe": PLAIN_FILM}
+
+
+def claim(folder: Path) -> bool:
+    """Whether this process should train `folder`: False while another live study process is training it.
+
+    Lets two study processes (one per core, say) share a --runs folder without training a run twice.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / ".training-pid"
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(marker.read_text() or 0), 0)
+            return False
+        except (ProcessLookupError, ValueError):
+            marker.unlink(missing_ok=True)  # left by a process that died: take the run over
+            return claim(folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
 
 
 def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | None) -> dict[str, Any]:
     folder = root / run["name"]
-    if not ((folder / "supernet.pt").is_file() and (folder / "eval.json").is_file()):
+    while not (folder / "eval.json").is_file() and not claim(folder):
+        time.sleep(20)  # another process is training this run
+    if not (folder / "eval.json").is_file():
         t0 = time.time()
         cfg = TrainConfig(**{"dataset": "fashion-mnist", "data_dir": data_dir, "arch": p["arch"],
                              "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
                              "seed": run["seed"], "epochs": run["epochs"], "batch_size": 128, "pgd_steps": 7,
                              "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
                              **run.get("recipe", {})})
-        ckpt = train(cfg, progress=sys.stderr.isatty())
+        # An interrupted run continues from its last checkpoint (bit-exact resume).
+        ckpt = train(cfg, resume=(folder / "supernet.pt").is_file(), progress=sys.stderr.isatty())
         train_s = time.time() - t0
         report = run_evaluation(ckpt, pgd_steps=20, limit=p["test_limit"], data_dir=data_dir, progress=False)
         report["wall_s"] = {"train": round(train_s, 1), "eval": round(time.time() - t0 - train_s, 1)}
         atomic_write_json(folder / "eval.json", report)
+        (folder / ".training-pid").unlink(missing_ok=True)
     report = json.loads((folder / "eval.json").read_text())
     print(f"{run['name']:<28} done ({report.get('wall_s')})", flush=True)
     return {**run, "results": report["results"], "wall_s": report.get("wall_s")}

@@ -71,8 +71,8 @@ class TrainConfig:
     enc_kind: str = "rand"
     enc_dim: int = 128
     film: str = "linear"  # FiLM kind: linear (per-λ table), mlp (the paper's MLP, identity start), paper (its init too)
-    film_lr_scale: float = 1.0  # FiLM's learning rate as a multiple of --lr
-    film_weight_decay: float | None = None  # None: the same as --weight-decay
+    film_lr_scale: float = 10.0  # FiLM's learning rate as a multiple of --lr (each λ's row sees a fraction of the data)
+    film_weight_decay: float | None = 0.0  # None: the same as --weight-decay
     clean_share: float | None = None
     lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
     train_limit: int | None = None
