@@ -38,13 +38,24 @@ LEVERS: dict[str, dict[str, Any]] = {
     "linear": {"film": "linear", **PLAIN_FILM},
     "default": {},
 }
+# Screened with one seed on the way (docs/knob.md); run them with --levers.
+MORE_LEVERS: dict[str, dict[str, Any]] = {
+    "mlp-wd0": {"film": "mlp", "film_lr_scale": 1.0, "film_weight_decay": 0.0},
+    "linear-wd0": {"film": "linear", "film_lr_scale": 1.0, "film_weight_decay": 0.0},
+    "linear-lr5": {"film": "linear", "film_lr_scale": 5.0, "film_weight_decay": 0.0},
+    "linear-lr30": {"film": "linear", "film_lr_scale": 30.0, "film_weight_decay": 0.0},
+    "linear-ends": {"film": "linear", **PLAIN_FILM, "lambda_weights": [1, 1, 1, 1, 3], "clean_share": 0.25},
+    "default-ends": {"lambda_weights": [1, 1, 1, 1, 3], "clean_share": 0.25},
+    "default-ends6": {"lambda_weights": [1, 1, 1, 1, 6], "clean_share": 0.25},
+}
+ALL_LEVERS = {**LEVERS, **MORE_LEVERS}
 
 
 def oat_run(lever: str, seed: int, p: dict[str, Any]) -> dict[str, Any]:
     """The default lever is the main study's own OAT run (same name, trained once for both studies)."""
     name = f"oat-s{seed}" if lever == "default" else f"levers/oat-{lever}-s{seed}"
     return {"name": name, "group": lever, "lambdas": LAMBDAS, "widths": [p["width"]],
-            "dual_bn": True, "seed": seed, "epochs": p["epochs"], "recipe": LEVERS[lever]}
+            "dual_bn": True, "seed": seed, "epochs": p["epochs"], "recipe": ALL_LEVERS[lever]}
 
 
 def per_lambda(runs: list[dict[str, Any]]) -> dict[float, dict[str, list[float]]]:
@@ -78,7 +89,7 @@ def summarize(done: list[dict[str, Any]], levers: list[str]) -> dict[str, Any]:
     rows = []
     for lever in levers:
         t = per_lambda([r for r in done if r["group"] == lever])
-        row = {"lever": lever, "recipe": LEVERS[lever], "seeds": len(t[0.0]["sa"]),
+        row = {"lever": lever, "recipe": ALL_LEVERS[lever], "seeds": len(t[0.0]["sa"]),
                "sa_spread": spread(t, "sa"), "ra_spread": spread(t, "ra"),
                "sa_spread_share": share(spread(t, "sa"), ded_sa), "ra_spread_share": share(spread(t, "ra"), ded_ra),
                "lam0_sa_gap": statistics.mean(t[0.0]["sa"]) - statistics.mean(ded[0.0]["sa"]),
@@ -139,15 +150,16 @@ def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    parser.add_argument("--levers", default=",".join(LEVERS), help="comma-separated subset of: " + ", ".join(LEVERS))
+    parser.add_argument("--levers", default=",".join(LEVERS),
+                        help="comma-separated, from: " + ", ".join(ALL_LEVERS))
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's path)")
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     levers = [v for v in args.levers.split(",") if v]
-    unknown = [v for v in levers if v not in LEVERS]
+    unknown = [v for v in levers if v not in ALL_LEVERS]
     if unknown:
-        parser.error(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+        parser.error(f"unknown lever(s) {unknown}; choose from {', '.join(ALL_LEVERS)}")
     p = PRESETS[args.preset]
     root = args.runs / args.preset
     plan = [oat_run(lever, seed, p) for seed in p["seeds"] for lever in levers]
