@@ -29,10 +29,13 @@ def evaluate(checkpoint: str, out: str | None, pgd_steps: int, eps: float | None
     """SA and RA for every (λ, width) of CHECKPOINT, printed as a table and written as JSON."""
     from oatdeploy.atomic import atomic_write_json
     from oatdeploy.evaluate import format_table, run_evaluation
+    from oatdeploy.export.manifest import attack_label
 
     report = run_evaluation(checkpoint, pgd_steps=pgd_steps, eps=eps, limit=limit, data_dir=data_dir,
                             batch_size=batch_size, attack=attack, val_split=val_split)
     out_path = Path(out) if out else Path(checkpoint).with_name("eval.json")
     atomic_write_json(out_path, report)
     click.echo(format_table(report))
+    click.echo(f"RA under {attack_label(report)} (eps {report['attack']['eps']:.4g}) on {report['num_samples']} "
+               f"images: {report['split_note']}")
     click.echo(f"wrote {out_path}")
