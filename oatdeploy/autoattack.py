@@ -76,6 +76,17 @@ def describe(aa: Any, cfg: AutoAttackConfig) -> dict[str, Any]:
     }
 
 
+def correct_in_ball(module: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                    eps: float) -> torch.Tensor:
+    """Per image, whether `module` still classifies the adversarial image right, judged by our own forward
+    after checking that it lies in the ε-ball and in [0, 1] (so the RA never rests on the library's word)."""
+    x_adv = x_adv.to(x.device)
+    if (x_adv - x).abs().amax().item() > eps + 1e-5 or x_adv.amin().item() < 0.0 or x_adv.amax().item() > 1.0:
+        raise RuntimeError("AutoAttack returned images outside the ε-ball or [0, 1]; not an admissible attack")
+    with torch.no_grad():
+        return module(x_adv).argmax(1) == y
+
+
 class AutoAttackEval:
     """Robust accuracy of one folded (λ, width) network under AutoAttack, with a progress bar per variant."""
 
@@ -97,8 +108,8 @@ class AutoAttackEval:
         with tqdm(total=len(x), desc=desc, unit="img", disable=not self.progress) as bar:
             for i in range(0, len(x), chunk):
                 xb, yb = x[i : i + chunk].to(device), y[i : i + chunk].to(device)
-                _, y_adv = aa.run_standard_evaluation(xb, yb, batch_size=chunk)
-                robust += int((y_adv.to(yb.device) == yb).sum())
+                x_adv, _ = aa.run_standard_evaluation(xb, yb, batch_size=chunk)
+                robust += int(correct_in_ball(module, xb, x_adv, yb, self.cfg.eps).sum())
                 bar.update(len(xb))
                 bar.set_postfix(ra=f"{robust / min(i + chunk, len(x)):.3f}")
         return robust / len(x)
