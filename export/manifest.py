@@ -37,8 +37,11 @@ def metrics_source(report: dict[str, Any] | None, origin: str | None) -> dict[st
 
 
 def attack_label(report: dict[str, Any] | None) -> str | None:
-    """`pgd-20`, `apgd-ce-100`: a short name of the attack behind the robust accuracies."""
-    return f"{report['attack']['name']}-{report['attack']['steps']}" if report else None
+    """`pgd-20`, `apgd-ce-100`, `autoattack-standard`: a short name of the attack behind the robust accuracies."""
+    if not report:
+        return None
+    attack = report["attack"]
+    return f"{attack['name']}-{attack['version'] if 'version' in attack else attack['steps']}"
 
 
 def variant_metrics(report: dict[str, Any] | None, lam: float, width: float) -> dict[str, Any]:

@@ -135,7 +135,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
                    "lambdas": sn.lambdas, "widths": sn.widths, "input_range": [0.0, 1.0],
                    "dataset": sn.config["dataset"], "dual_bn": sn.dual_bn},
             threat_model={"norm": "linf", "eps": eps, "attack": report["attack"]["name"] if report else "pgd",
-                          "steps": report["attack"]["steps"] if report else adv_steps},
+                          "steps": report["attack"].get("steps") if report else adv_steps},
             source={"checkpoint": checkpoint.name, "checkpoint_sha256": ckpt_sha},
             metrics=metrics_source(report, origin),
             calibration=save_npz(staging, "calib.npz", x=calib.x.numpy().astype(np.float32)),

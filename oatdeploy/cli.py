@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "oatdeploy.commands.train:train",
     "eval": "oatdeploy.commands.evaluate:evaluate",
     "demo": "oatdeploy.commands.demo:demo",
+    "import-reference": "oatdeploy.commands.import_reference:import_reference",
     "export": "oatdeploy.commands.export:export",
     "build-engines": "oatdeploy.commands.build_engines:build_engines",
     "quantize": "oatdeploy.commands.quantize:quantize",

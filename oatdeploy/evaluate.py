@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -15,6 +15,17 @@ from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.errors import OatError
 from oatdeploy.runtime.stats import paired_difference_interval, wilson_interval
 from oatdeploy.supernet import Supernet
+
+ATTACKS = ("pgd", "apgd-ce", "autoattack")
+
+
+class RobustAccuracy(Protocol):
+    """An attack as evaluation uses it: its description for eval.json, and per image whether one folded
+    network survives it (the outcomes give RA, its interval and paired comparisons)."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def __call__(self, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, desc: str) -> torch.Tensor: ...
 
 
 def correct_mask(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -59,27 +70,57 @@ def unpack_mask(text: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
-def evaluate_supernet(sn: Supernet, x: torch.Tensor, y: torch.Tensor, attack: PGDConfig, batch_size: int = 256,
-                      progress: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """SA and RA (PGD) per (λ, width), in the eval.json layout.
+class PGDEval:
+    """L∞ PGD (this project's `pgd_attack`, the attack OAT trains with)."""
 
-    Attacks run on the folded subnetwork: the same function as the supernet (tests hold them to 1e-4),
-    about a third cheaper per PGD step, and exactly what export ships.
+    def __init__(self, cfg: PGDConfig, batch_size: int = 256) -> None:
+        self.cfg, self.batch_size = cfg, batch_size
+
+    def describe(self) -> dict[str, Any]:
+        return self.cfg.describe()
+
+    def __call__(self, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, desc: str = "") -> torch.Tensor:
+        return correct_mask(module, x, y, self.cfg, self.batch_size)
+
+
+class APGDEval:
+    """APGD-CE alone (100 iterations), from adversarial-robustness-toolbox."""
+
+    def __init__(self, eps: float, num_classes: int, batch_size: int = 256) -> None:
+        self.eps, self.num_classes, self.batch_size = eps, num_classes, batch_size
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "apgd-ce", "norm": "linf", "eps": self.eps, "steps": 100, "source": "art"}
+
+    def __call__(self, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, desc: str = "") -> torch.Tensor:
+        return apgd_correct(module, x, y, self.eps, self.num_classes, self.batch_size)
+
+
+def evaluate_supernet(sn: Supernet, x: torch.Tensor, y: torch.Tensor, attack: PGDConfig | RobustAccuracy,
+                      batch_size: int = 256, progress: bool = True,
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SA and RA per (λ, width), in the eval.json layout.
+
+    Attacks run on the folded subnetwork in eval mode: the same function as the supernet (tests hold them
+    to 1e-4), about a third cheaper per attack step, and exactly what export ships.
     """
+    robust = PGDEval(attack, batch_size) if isinstance(attack, PGDConfig) else attack
     pairs = [(lam, w) for w in sn.widths for lam in sn.lambdas]
     results = []
     device = next(sn.model.parameters()).device
+    own_bars = getattr(robust, "progress", False)  # an attack with a bar per variant replaces the overall one
     with frozen_eval(sn.model):
-        for lam, w in tqdm(pairs, desc="eval", unit="variant", disable=not progress):
+        for i, (lam, w) in enumerate(tqdm(pairs, desc="eval", unit="variant", disable=not progress or own_bars)):
             fn = sn.subnet(lam, w).to(device)
+            desc = f"{robust.describe()['name']} {i + 1}/{len(pairs)} λ={lam:g} w={w:g}"
             results.append({
                 "lambda": lam,
                 "width": w,
                 "n": len(x),
                 **accuracy_fields("clean", correct_mask(fn, x, y, None, batch_size)),
-                **accuracy_fields("robust", correct_mask(fn, x, y, attack, batch_size)),
+                **accuracy_fields("robust", robust(fn, x, y, desc)),
             })
-    return {"attack": attack.describe(), "num_samples": len(x), **(extra or {}), "results": results}
+    return {"attack": robust.describe(), "num_samples": len(x), **(extra or {}), "results": results}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -159,25 +200,34 @@ def apgd_correct(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
         return module(x_adv).argmax(1) == y
 
 
+def make_attack(name: str, eps: float, num_classes: int, pgd_steps: int = 20, batch_size: int = 256,
+                progress: bool = True) -> RobustAccuracy:
+    """The attack `oatdeploy eval --attack NAME` runs; AutoAttack is always the standard version here."""
+    if name == "pgd":
+        return PGDEval(PGDConfig(eps=eps, steps=pgd_steps), batch_size)
+    if name == "apgd-ce":
+        return APGDEval(eps, num_classes, batch_size)
+    if name == "autoattack":
+        from oatdeploy.autoattack import AutoAttackConfig, AutoAttackEval
+
+        return AutoAttackEval(AutoAttackConfig(eps=eps), num_classes, batch_size, progress)
+    raise OatError(f"--attack must be one of {', '.join(ATTACKS)}, got {name!r}")
+
+
 def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | None = None, limit: int | None = None,
                    data_dir: str | None = None, batch_size: int = 256, attack: str = "pgd",
-                   progress: bool = True) -> dict[str, Any]:
-    """Evaluate a checkpoint on its dataset's test split (what `oatdeploy eval` runs)."""
+                   progress: bool = True, val_split: bool = False) -> dict[str, Any]:
+    """Evaluate a checkpoint on its dataset's test split, or the reference's validation split (`oatdeploy eval`)."""
     from oatdeploy import data as datasets
     from oatdeploy.atomic import sha256_file
     from oatdeploy.checkpoint import load_supernet
 
     sn = load_supernet(checkpoint)
     cfg = sn.config
-    test = datasets.load_dataset(cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"), split="test",
-                                 limit=limit)
-    pgd = PGDConfig(eps=float(cfg["eps"] if eps is None else eps), steps=pgd_steps)
-    extra = {"dataset": cfg["dataset"], "checkpoint_sha256": sha256_file(checkpoint)}
-    report = evaluate_supernet(sn, test.x, test.y, pgd, batch_size, progress, extra)
-    if attack == "apgd-ce":
-        report["attack"] = {"name": "apgd-ce", "norm": "linf", "eps": pgd.eps, "steps": 100, "source": "art"}
-        for row in report["results"]:
-            sub = sn.subnet(row["lambda"], row["width"])
-            row.update(accuracy_fields("robust", apgd_correct(sub, test.x, test.y, pgd.eps, sn.num_classes,
-                                                              batch_size)))
-    return report
+    split = "val" if val_split else "test"
+    data = datasets.load_dataset(cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"), split=split, limit=limit)
+    robust = make_attack(attack, float(cfg["eps"] if eps is None else eps), sn.num_classes, pgd_steps, batch_size,
+                         progress)
+    extra = {"dataset": cfg["dataset"], "split": split, "split_note": datasets.split_note(cfg["dataset"], split, False),
+             "checkpoint_sha256": sha256_file(checkpoint)}
+    return evaluate_supernet(sn, data.x, data.y, robust, batch_size, progress, extra)

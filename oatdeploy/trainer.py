@@ -76,6 +76,7 @@ class TrainConfig:
     clean_share: float | None = None
     lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
     train_limit: int | None = None
+    val_split: bool = False  # hold out the last 5,000 training images, as the paper's code does
     augment: bool = True
     dual_bn: bool = True  # False: every sample uses the clean BN (the paper's ablation)
     seed: int = 0
@@ -270,7 +271,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         payload = read_checkpoint(ckpt_path)
         cfg = TrainConfig(**{**payload["config"], "out": str(out), "max_steps": cfg.max_steps})
         state = payload["trainer"]
-    train_set = datasets.load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_limit)
+    train_set = datasets.load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_limit,
+                                      val_split=cfg.val_split)
     cfg = resolve_config(cfg, train_set, info.world_size)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out, info.is_main)

@@ -74,3 +74,68 @@ def test_embedded_subset_is_class_balanced_and_augment_keeps_shapes() -> None:
     assert out.shape == (16, 1, 28, 28) and not torch.equal(out, train.x[:16])
     centered = train.x[:16]
     assert torch.isclose(out.sum(), centered.sum(), rtol=0.2)  # a shift, not a rescale
+
+
+def write_svhn(folder: Path, name: str, images: np.ndarray, digits: np.ndarray) -> None:
+    """The cropped-digits format: X [32, 32, 3, N] uint8, y [N, 1] uint8 with 10 standing for the digit 0."""
+    from scipy.io import savemat
+
+    labels = np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]
+    savemat(folder / name, {"X": np.transpose(images, (2, 3, 1, 0)), "y": labels})
+
+
+def test_svhn_mat_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)  # N, C, H, W
+    digits = np.array([0, 1, 9, 0, 5, 3])
+    write_svhn(tmp_path, "test_32x32.mat", images, digits)
+    data = load_dataset("svhn", data_dir=tmp_path, split="test")
+    assert data.x.shape == (6, 3, 32, 32) and data.y.tolist() == digits.tolist()
+    assert torch.equal(data.x[2], torch.from_numpy(images[2]).float() / 255)
+    assert abs(data.eps - 8 / 255) < 1e-12 and not data.flip and data.crop_pad == 0
+    with pytest.raises(DatasetMissing, match=r"train_32x32\.mat.*housenumbers"):
+        load_dataset("svhn", data_dir=tmp_path, split="train")
+    (tmp_path / "train_32x32.mat").write_bytes(b"not a mat file")
+    with pytest.raises(OatError, match=r"not an SVHN \.mat file"):
+        load_dataset("svhn", data_dir=tmp_path, split="train")
+
+
+def write_stl10(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """The binary format: each image's channels stored column-major (W before H), labels 1–10 as uint8."""
+    images.transpose(0, 1, 3, 2).tofile(folder / f"{prefix}_X.bin")
+    (labels + 1).astype(np.uint8).tofile(folder / f"{prefix}_y.bin")
+
+
+def test_stl10_binary_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (3, 3, 96, 96), dtype=np.uint8)
+    labels = np.array([0, 9, 4])
+    write_stl10(tmp_path, "train", images, labels)
+    data = load_dataset("stl10", data_dir=tmp_path, split="train")
+    assert data.x.shape == (3, 3, 96, 96) and data.y.tolist() == [0, 9, 4]
+    assert torch.equal(data.x[1], torch.from_numpy(images[1]).float() / 255)  # rows are rows, not columns
+    assert abs(data.eps - 8 / 255) < 1e-12 and data.flip and data.crop_pad == 4
+    assert data.augment(data.x, torch.Generator().manual_seed(0)).shape == (3, 3, 96, 96)
+    with pytest.raises(DatasetMissing, match=r"test_X\.bin, test_y\.bin.*stl10_binary"):
+        load_dataset("stl10", data_dir=tmp_path, split="test")
+    (tmp_path / "train_y.bin").write_bytes(bytes([1, 2]))
+    with pytest.raises(OatError, match=r"3 images of 3×96×96 and train_y\.bin 2 labels"):
+        load_dataset("stl10", data_dir=tmp_path, split="train")
+    with pytest.raises(OatError, match="no validation split"):
+        load_dataset("stl10", data_dir=tmp_path, split="val")
+
+
+def test_val_split_holds_out_the_last_5000_training_images(tmp_path: Path) -> None:
+    """The reference trains CIFAR-10 on images 0–44,999 and validates on 45,000–49,999 (here: 6,000 images)."""
+    labels = np.arange(6_000) % 10
+    for i in range(5):
+        batch = {b"data": np.full((1_200, 3072), i, dtype=np.uint8), b"labels": list(labels[i * 1_200:(i + 1) * 1_200])}
+        (tmp_path / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch))
+    train = load_dataset("cifar10", data_dir=tmp_path, split="train", val_split=True)
+    val = load_dataset("cifar10", data_dir=tmp_path, split="val")
+    assert len(train) == 1_000 and len(val) == 5_000
+    assert round(float(train.x[-1].max()) * 255) == 0 and round(float(val.x[0].max()) * 255) == 0
+    assert round(float(val.x[-1].max()) * 255) == 4 and val.y[:3].tolist() == [0, 1, 2]
+    assert len(load_dataset("cifar10", data_dir=tmp_path, split="train")) == 6_000
+    with pytest.raises(OatError, match="no validation split"):
+        load_dataset("fmnist-mini", split="val")

@@ -13,6 +13,7 @@ from oatdeploy.evaluate import apgd_correct, format_table, unpack_mask
 def test_eval_json_covers_every_lambda_and_width(trained_run: Path) -> None:
     report = json.loads((trained_run / "eval.json").read_text())
     assert report["attack"]["name"] == "pgd" and report["attack"]["steps"] == 5 and report["num_samples"] == 128
+    assert report["split"] == "test" and report["split_note"] == "the test set"
     pairs = {(r["lambda"], r["width"]) for r in report["results"]}
     assert pairs == {(lam, w) for lam in (0.0, 0.4, 1.0) for w in (0.5, 1.0)}
     for row in report["results"]:

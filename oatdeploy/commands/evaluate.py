@@ -13,20 +13,29 @@ import click
               help="eval.json path (default: next to the checkpoint).")
 @click.option("--pgd-steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--eps", type=click.FloatRange(0, 1), default=None, help="Default: the eps the run trained with.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate on the first N test samples.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Evaluate on the first N samples (RobustBench allows subsets during development).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--attack", type=click.Choice(["pgd", "apgd-ce"]), default="pgd", show_default=True,
-              help="apgd-ce uses adversarial-robustness-toolbox (pip install adversarial-robustness-toolbox).")
+@click.option("--attack", type=click.Choice(["pgd", "apgd-ce", "autoattack"]), default="pgd", show_default=True,
+              help="pgd: PGD-N (--pgd-steps); apgd-ce: APGD-CE from adversarial-robustness-toolbox; autoattack: the "
+                   "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square-5000) from pyautoattack. "
+                   "pip install 'oatdeploy[attacks]' for the last two.")
+@click.option("--val-split", is_flag=True,
+              help="Evaluate on the reference code's validation split (the last 5,000 training images of cifar10 "
+                   "or svhn) instead of the test set.")
 def evaluate(checkpoint: str, out: str | None, pgd_steps: int, eps: float | None, limit: int | None,
-             data_dir: str | None, batch_size: int, attack: str) -> None:
+             data_dir: str | None, batch_size: int, attack: str, val_split: bool) -> None:
     """SA and RA for every (λ, width) of CHECKPOINT, printed as a table and written as JSON."""
     from oatdeploy.atomic import atomic_write_json
     from oatdeploy.evaluate import format_table, run_evaluation
+    from oatdeploy.export.manifest import attack_label
 
     report = run_evaluation(checkpoint, pgd_steps=pgd_steps, eps=eps, limit=limit, data_dir=data_dir,
-                            batch_size=batch_size, attack=attack)
+                            batch_size=batch_size, attack=attack, val_split=val_split)
     out_path = Path(out) if out else Path(checkpoint).with_name("eval.json")
     atomic_write_json(out_path, report)
     click.echo(format_table(report))
+    click.echo(f"RA under {attack_label(report)} (eps {report['attack']['eps']:.4g}) on {report['num_samples']} "
+               f"images: {report['split_note']}")
     click.echo(f"wrote {out_path}")

@@ -46,7 +46,9 @@ def export(checkpoint: str, out: str, mode: str, eval_json: str | None, evaluate
     if source["origin"] is None:
         click.echo(f"note: {source['note']} (so `select` can use accuracy budgets)")
     else:
-        attack = source["attack"]
-        click.echo(f"SA/RA from {source['origin']} ({attack['name']}-{attack['steps']}, eps {attack['eps']:g}, "
+        from oatdeploy.export.manifest import attack_label
+
+        label = attack_label({"attack": source["attack"]})
+        click.echo(f"SA/RA from {source['origin']} ({label}, eps {source['attack']['eps']:g}, "
                    f"{source['num_samples']} test images)")
     click.echo(f"wrote {out}/manifest.json ({len(manifest['variants'])} variants, mode {mode})")

@@ -11,7 +11,8 @@ from oatdeploy.commands.options import float_list
 
 @click.command()
 @click.option("--dataset", default="fmnist-mini", show_default=True,
-              help="fmnist-mini (embedded), fashion-mnist (IDX files) or cifar10 (python batches).")
+              help="fmnist-mini (embedded), fashion-mnist (IDX files), cifar10 (python batches), svhn (.mat files) "
+                   "or stl10 (binary files).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the dataset files (fashion-mnist defaults to Debian's path).")
 @click.option("--arch", default="resnet20", show_default=True, help="resnet20, resnet34, wrn16_8, wrn40_2.")
@@ -27,13 +28,17 @@ from oatdeploy.commands.options import float_list
 @click.option("--pgd-steps", type=click.IntRange(min=0), default=7, show_default=True,
               help="PGD steps for training's adversarial examples.")
 @click.option("--eps", type=click.FloatRange(0, 1), default=None,
-              help="L∞ radius on [0,1] pixels (default: the dataset's preset, 0.1 Fashion-MNIST, 8/255 CIFAR).")
+              help="L∞ radius on [0,1] pixels (default: the dataset's preset, 0.1 Fashion-MNIST, "
+                   "8/255 CIFAR-10/SVHN/STL-10).")
 @click.option("--encoding", "enc_kind", type=click.Choice(["rand", "none", "onehot", "dct"]), default="rand",
               show_default=True, help="λ encoding fed to FiLM.")
 @click.option("--dual-bn/--single-bn", "dual_bn", default=True, show_default=True,
               help="Separate BN for clean (λ=0) and adversarial samples; --single-bn is the paper's ablation.")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None,
               help="Use only the first N training samples (smoke runs).")
+@click.option("--val-split", is_flag=True,
+              help="Train on all but the last 5,000 training images, as the paper's code does (cifar10, svhn); "
+                   "`oatdeploy eval --val-split` evaluates on those 5,000.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also checkpoint every N steps.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")

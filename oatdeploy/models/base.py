@@ -51,9 +51,11 @@ def bare_conv_spec(conv: SlimConv2d, ctx: FoldCtx) -> ConvSpec:
     return ConvSpec(weight, ones, torch.zeros_like(ones), conv.stride[0], conv.padding[0])
 
 
-def affine_spec(bn: SwitchableDualBN2d, film: SwitchableFiLM, ctx: FoldCtx) -> AffineSpec:
-    """BN_k → FiLM(λ) with no conv in front: kept as a per-channel affine."""
+def affine_spec(bn: SwitchableDualBN2d, film: SwitchableFiLM | None, ctx: FoldCtx) -> AffineSpec:
+    """BN_k (→ FiLM(λ)) with no conv in front: kept as a per-channel affine."""
     g, b = switchable_affine(bn, ctx.width, ctx.clean)
+    if film is None:
+        return AffineSpec(g, b)
     m, s = film_affine(film, ctx.width, ctx.encs)
     return AffineSpec(m * g, m * b + s)
 

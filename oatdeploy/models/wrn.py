@@ -1,8 +1,8 @@
-"""Wide ResNets (Zagoruyko & Komodakis) as OATS supernets: pre-activation blocks.
+"""Wide ResNets (Zagoruyko & Komodakis) as OATS supernets: pre-activation blocks, as the paper's code has them.
 
 The pre-activation BN→FiLM sits on the residual stream, not after a conv, so folding keeps it as a
 per-channel affine (the cost of an inference BatchNorm in a plain WRN); the mid BN→FiLM folds into
-the first conv of each block.
+the first conv of each block. The head is BN→ReLU with no FiLM, as in the reference's WideResNetOAT.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class PreActBlockOAT(nn.Module):
 
 
 class WideResNetOAT(OATModel):
-    """WRN-depth-k: 3×3 stem, three stages of (depth−4)/6 pre-activation blocks, BN→FiLM→ReLU head."""
+    """WRN-depth-k: 3×3 stem, three stages of (depth−4)/6 pre-activation blocks, (dual) BN→ReLU head."""
 
     def __init__(self, depth: int, k: int, widths: list[float], num_classes: int, in_channels: int,
                  film: FiLMSpec) -> None:
@@ -74,7 +74,6 @@ class WideResNetOAT(OATModel):
             self.bundles.append(bundle)
             prev = out
         self.bn_final = SwitchableDualBN2d(prev)
-        self.film_final = SwitchableFiLM(prev, film)
         self.linear = SlimLinear(prev, num_classes)
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor, n_clean: int, width_idx: int) -> torch.Tensor:
@@ -83,13 +82,13 @@ class WideResNetOAT(OATModel):
         for bundle in self.bundles:
             for block in bundle:
                 out = block(out, cond)
-        out = F.relu(self.film_final(self.bn_final(out, n_clean, width_idx), enc, width_idx))
+        out = F.relu(self.bn_final(out, n_clean, width_idx))
         return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1), width_idx)
 
     def fold(self, ctx: FoldCtx, row: int | None) -> PlainNet:
         stem = build_layer(bare_conv_spec(self.conv1, ctx), row)
         blocks = [block.fold(ctx, row) for bundle in self.bundles for block in bundle]
-        head = build_layer(affine_spec(self.bn_final, self.film_final, ctx), row)
+        head = build_layer(affine_spec(self.bn_final, None, ctx), row)
         width = self.linear.in_list[ctx.width]
         return PlainNet(stem, False, blocks, head, plain_linear(self.linear.weight[:, :width], self.linear.bias))
 
