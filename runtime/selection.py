@@ -170,8 +170,8 @@ class Choice:
             lines.append(f"{self.best.id} has the best {name} point estimate (the manifest records no 95 % "
                          "intervals to judge ties by; an export from a newer eval.json has them)")
         elif others:
-            lines.append(f"tie: the 95 % intervals of {name} of {', '.join(others)} overlap the best one's "
-                         f"({self.best.id}), so they count as tied and the faster wins (--strict compares point "
+            lines.append(f"tie: the {name} 95 % intervals of {', '.join(others)} overlap that of the best, "
+                         f"{self.best.id}, so they count as tied and the faster wins (--strict compares point "
                          "estimates)")
         else:
             lines.append(f"{self.best.id} has the best {name}, and no other variant's 95 % interval overlaps it "
