@@ -27,6 +27,7 @@ def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Run:
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() installs its own; undo it after
 
     def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # only this command's output
         with pytest.raises(SystemExit) as exited:
             main(list(args))
         out = capsys.readouterr()
