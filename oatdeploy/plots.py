@@ -221,7 +221,7 @@ def outcome_text(n: int, outcome: Outcome) -> str:
     head = f"Budget {n} ({budget_text(outcome.budget)}): "
     if outcome.choice is None:
         return head + f"nothing chosen: {outcome.error}"
-    why = [r for r in outcome.choice.reasons() if not r.startswith(("budget:", "no budget:"))]
+    why = [r for r in outcome.choice.reasons() if not r.startswith(("budget:", "no budget:", "SA/RA:"))]
     return head + f"chose {outcome.choice.variant.describe()}. " + "; ".join(why)
 
 

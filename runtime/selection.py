@@ -157,14 +157,17 @@ class Choice:
     def reasons(self) -> list[str]:
         """How the choice was made, in words: the budget, the comparison rule and what it did."""
         name = "SA" if self.objective == "clean" else "RA"
-        limits = [f"{label} {op} {self.budget[key]:g}" for key, label, op in
+        limits = [f"{label} {op} {self.budget[key]:.3g}" for key, label, op in
                   (("max_latency_ms", "p50", "<="), ("min_robust_acc", "RA", ">="), ("min_clean_acc", "SA", ">="))
                   if self.budget.get(key) is not None]
-        lines = [f"budget: {', '.join(limits)}, on point estimates; {len(self.feasible)} variants meet it" if limits
+        count = f"{len(self.feasible)} variant{'s meet' if len(self.feasible) > 1 else ' meets'} it"
+        lines = [f"budget: {', '.join(limits)}, on point estimates; {count}" if limits
                  else f"no budget: all {len(self.feasible)} variants compared"]
         others = [v.id for v in self.accuracy_tied if v.id != self.best.id]
         interval = self.best.clean_ci95 if self.objective == "clean" else self.best.robust_ci95
-        if self.strict:
+        if len(self.feasible) == 1:
+            lines.append(f"{self.best.id} is the only variant within the budget")
+        elif self.strict:
             lines.append(f"strict: the highest {name} point estimate wins, ties to the lower p50")
         elif interval is None:
             lines.append(f"{self.best.id} has the best {name} point estimate (the manifest records no 95 % "

@@ -109,8 +109,12 @@ def test_a_profile_from_another_power_mode_points_to_profiling_in_this_one(folde
     from device.test_power import jetson_tree
 
     maxn = power.power_state(jetson_tree(tmp_path / "maxn", 0, pinned=True), nvpmodel=None)
-    Deployment.load(folded, power_state=maxn).profile(min_runs=5, min_seconds=0.0, warmup=1, rounds=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a noisy profile may say so; not what this test is about
+        Deployment.load(folded, power_state=maxn).profile(batches=(4,), min_runs=5, min_seconds=0.0, warmup=1,
+                                                          rounds=2)
     slow = power.power_state(jetson_tree(tmp_path / "15w", 0, pinned=False), nvpmodel=None)
     monkeypatch.setattr(power, "power_state", lambda: slow)
-    followed, _ = follow_hints(cli, "select", str(folded), "--max-latency-ms", "100", "--power-mismatch", "refuse")
-    assert followed == [f"oatdeploy profile {folded} --backend ort"]
+    followed, _ = follow_hints(cli, "select", str(folded), "--batch", "4", "--max-latency-ms", "100",
+                               "--power-mismatch", "refuse")
+    assert followed == [f"oatdeploy profile {folded} --backend ort --batch 4"]
