@@ -152,20 +152,24 @@ def test_the_tie_rule_against_its_definition() -> None:
         assert all(u.robust_acc <= c.variant.robust_acc for u in c.latency_tied)
 
 
-def test_cli_select_says_how_it_compared(folded: Path) -> None:
+def with_intervals_and_a_profile(folded: Path) -> None:
+    """Wilson intervals on the deployment's 32 images, and p50s that rise 0.1 ms per variant (no spread)."""
     from oatdeploy.runtime.stats import wilson_interval
 
     def intervals(m: dict) -> None:
         for u in m["variants"]:
             met = u["metrics"]
-            met["clean_ci95"] = list(wilson_interval(round(met["clean_acc"] * 32), 32))
-            met["robust_ci95"] = list(wilson_interval(round(met["robust_acc"] * 32), 32))
-            met["clean_ci95"] = [min(met["clean_ci95"][0], met["clean_acc"]), max(met["clean_ci95"][1],
-                                                                                  met["clean_acc"])]
+            for kind in ("clean", "robust"):
+                lo, hi = wilson_interval(round(met[f"{kind}_acc"] * 32), 32)
+                met[f"{kind}_ci95"] = [min(lo, met[f"{kind}_acc"]), max(hi, met[f"{kind}_acc"])]
 
     edit_manifest(folded, intervals)
     set_profile(folded, f"{cpu_name()}|ort|fp32|b1", {u["id"]: 1.0 + 0.1 * i for i, u in
                                                       enumerate(read_manifest(folded)["variants"])})
+
+
+def test_cli_select_says_how_it_compared(folded: Path) -> None:
+    with_intervals_and_a_profile(folded)
     done = oatdeploy("select", str(folded), "--max-latency-ms", "10")
     assert done.returncode == 0, done.stderr
     assert "count as tied and the faster wins (--strict compares point estimates)" in done.stdout
@@ -173,3 +177,14 @@ def test_cli_select_says_how_it_compared(folded: Path) -> None:
     assert done.stdout.startswith("lam0-w0.5 (SA 0.900 [")  # the fastest of those tied with lam0-w1 (SA 0.94)
     strict = oatdeploy("select", str(folded), "--max-latency-ms", "10", "--strict", "--json")
     assert json.loads(strict.stdout)["id"] == "lam0-w1" and json.loads(strict.stdout)["strict"] is True
+
+
+def test_the_switcher_ties_the_same_way_unless_strict(folded: Path) -> None:
+    from oatdeploy.runtime import Deployment
+
+    with_intervals_and_a_profile(folded)
+    dep = Deployment.load(folded)
+    assert dep.switcher(max_latency_ms=10).current.id == "lam0-w0.5"
+    sw = dep.switcher(max_latency_ms=10, strict=True)
+    assert sw.current.id == "lam0-w1" and sw.budget["strict"] is True
+    assert sw.set_budget(strict=False).id == "lam0-w0.5"
