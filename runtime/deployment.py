@@ -10,6 +10,7 @@ reloads an evicted variant. Python 3.8+, no torch.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -18,11 +19,11 @@ import numpy as np
 from oatdeploy.atomic import PathLike
 from oatdeploy.errors import ArtifactError, OatError, OatWarning
 from oatdeploy.runtime import power
+from oatdeploy.runtime import profile as profiling
 from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
 from oatdeploy.runtime.device import device_name, latency_key, without_power_mode
 from oatdeploy.runtime.manifest import Manifest, check_file, read_manifest, read_verified, update_variants
-from oatdeploy.runtime.profile import measure
-from oatdeploy.runtime.selection import Variant, check_budget, pareto_front, select
+from oatdeploy.runtime.selection import Choice, Variant, check_budget, choose, pareto_front
 
 if TYPE_CHECKING:
     from oatdeploy.runtime.backends.base import Runner
@@ -113,7 +114,7 @@ class Deployment:
         quantized = (entry.get("quantized") or {}).get(precision)
         if quantized is None:
             raise ArtifactError(f"{entry['id']} has no {precision} ONNX model; run `oatdeploy quantize {self.folder} "
-                                f"--precision {precision}` first (or serve it with --backend trt)")
+                                f"--precision {precision}` first")
         return {"path": quantized["onnx"], "sha256": quantized["sha256"]}
 
     def latency_entry(self, entry: dict[str, Any], key: str) -> tuple:
@@ -140,35 +141,71 @@ class Deployment:
         key = self.key(backend, precision, batch)
         out, reasons = [], set()
         for e in self.manifest["variants"]:
-            metrics = (e.get("precision_metrics") or {}).get(precision) if precision != "fp32" else None
-            metrics = metrics or e.get("metrics") or {}
+            measured = (e.get("precision_metrics") or {}).get(precision) if precision != "fp32" else None
+            metrics = measured or e.get("metrics") or {}
             latency, why = self.latency_entry(e, key)
             reasons.update(why)
             served = self.artifact(e, backend, precision, batch, check_sha256)
             out.append(Variant(id=e["id"], lam=e["lambda"], width=e["width"], clean_acc=metrics.get("clean_acc"),
                                robust_acc=metrics.get("robust_acc"), latency_ms=latency["p50_ms"] if latency else None,
-                               path=served["path"], lam_index=e.get("lam_index"), sha256=served["sha256"]))
+                               path=served["path"], lam_index=e.get("lam_index"), sha256=served["sha256"],
+                               clean_ci95=interval(metrics.get("clean_ci95")),
+                               robust_ci95=interval(metrics.get("robust_ci95")),
+                               latency_spread_ms=profiling.spread(latency) if latency else None,
+                               precision=precision, accuracy_precision=precision if measured else "fp32"))
         if reasons:
             message = (f"the latency profile was taken under other conditions ({'; '.join(sorted(reasons))}); "
-                       f"re-run `oatdeploy profile {self.folder}` in this mode")
+                       f"re-run `{self.profile_command(backend, precision, batch)}` in this mode")
             if self.power_policy == "refuse":
                 raise OatError(message)
             warnings.warn(message, OatWarning, stacklevel=2)
         return out
 
+    def profile_command(self, backend: str | None = None, precision: str | None = None,
+                        batch: int | None = None) -> str:
+        """The exact `oatdeploy profile` command that records the profile `select` looks up for these settings."""
+        precision, batch = precision or self.precision, batch or self.batch
+        return (f"oatdeploy profile {self.folder} --backend {backend or self.backend}"
+                + (f" --precision {precision}" if precision != "fp32" else "")
+                + (f" --batch {batch}" if batch != 1 else ""))
+
     def has_profile(self, backend: str | None = None, precision: str | None = None,
                     batch: int | None = None) -> bool:
         return any(v.latency_ms is not None for v in self.variants_for(backend, precision, batch))
 
-    def select(self, max_latency_ms: float | None = None, min_robust_acc: float | None = None,
+    def choose(self, max_latency_ms: float | None = None, min_robust_acc: float | None = None,
                min_clean_acc: float | None = None, objective: str = "clean", backend: str | None = None,
-               precision: str | None = None, batch: int | None = None) -> Variant:
-        check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective)
+               precision: str | None = None, batch: int | None = None, strict: bool = False) -> Choice:
+        """The budget's variant and why (`selection.Choice`), noting which precision its SA/RA were measured in."""
+        check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective, strict)
+        backend, precision = backend or self.backend, precision or self.precision
         variants = self.variants_for(backend, precision, batch)
         if max_latency_ms is not None and all(v.latency_ms is None for v in variants):
             raise OatError(f"no latency profile for this device ({self.key(backend, precision, batch)}); run "
-                           f"`oatdeploy profile {self.folder} --backend {backend or self.backend}` first")
-        return select(variants, max_latency_ms, min_robust_acc, min_clean_acc, objective)
+                           f"`{self.profile_command(backend, precision, batch)}` first")
+        choice = choose(variants, max_latency_ms, min_robust_acc, min_clean_acc, objective, strict)
+        return replace(choice, notes=(self.accuracy_note(choice.variant, backend),))
+
+    def select(self, max_latency_ms: float | None = None, min_robust_acc: float | None = None,
+               min_clean_acc: float | None = None, objective: str = "clean", backend: str | None = None,
+               precision: str | None = None, batch: int | None = None, strict: bool = False) -> Variant:
+        """The budget's variant (see `choose` for why it is that one)."""
+        return self.choose(max_latency_ms, min_robust_acc, min_clean_acc, objective, backend, precision, batch,
+                           strict).variant
+
+    def accuracy_note(self, v: Variant, backend: str) -> str:
+        """Which precision a variant's SA/RA are of, where they come from, and how to get the served one's."""
+        entry = next(e for e in self.manifest["variants"] if e["id"] == v.id)
+        if v.accuracy_precision == v.precision and v.precision != "fp32":
+            m = entry["precision_metrics"][v.precision]
+            return (f"SA/RA: {v.precision}, as `oatdeploy verify` measured what runs ({m.get('source')}, "
+                    f"{m.get('samples')} images; RA on examples crafted on fp32)")
+        m = entry.get("metrics") or {}
+        source = f"{m.get('attack') or 'attack n/a'} on {m.get('samples')} images" if m.get("samples") else "n/a"
+        if v.precision == "fp32":
+            return f"SA/RA: fp32 ({source})"
+        return (f"SA/RA: fp32 numbers ({source}), not measured in {v.precision}; "
+                f"`oatdeploy verify {self.folder} --precision {v.precision} --backend {backend}` measures them")
 
     def pareto(self, backend: str | None = None, precision: str | None = None) -> list[Variant]:
         return pareto_front(self.variants_for(backend, precision))
@@ -197,29 +234,31 @@ class Deployment:
         return get_runner(backend, data, variant.path, self._engines.get(variant.path), **options)
 
     def profile(self, backend: str | None = None, batches: Iterable[int] = (1,), precision: str | None = None,
-                progress: bool = False, **measure_opts: Any) -> list[dict[str, Any]]:
-        """Time every variant at each batch size; save p50/p95 (and the power state) under this device's key."""
+                progress: bool = False, rounds: int = profiling.ROUNDS, **measure_opts: Any) -> list[dict[str, Any]]:
+        """Time every variant at each batch size, round-robin over `rounds` rounds (runtime/profile.py); save
+        p50/p95, each round's median (and the power state) under this device's key; warn when it is noisy."""
         backend, precision = backend or self.backend, precision or self.precision
         if backend == "trt":
             require_tensorrt()
-        rows: list[dict[str, Any]] = []
-        runners: dict[str, Any] = {}
+        batches = list(batches)
         todo = [(b, v) for b in batches for v in self.variants_for(backend, precision, b)]
         inputs = {b: self.sample_input(b) for b in batches}
-        from tqdm import tqdm
-
+        runners: dict[str, Any] = {}
         try:
-            for batch, v in tqdm(todo, desc="profile", unit="variant", disable=not progress):
+            for _, v in todo:
                 if v.path not in runners:
                     runners[v.path] = self.runner(v, backend)
-                stats = measure(runners[v.path], inputs[batch], v.lam_index, **measure_opts)
-                key = self.key(backend, precision, batch)
-                rows.append({"id": v.id, "key": key, "backend": backend, "batch": batch, "precision": precision,
-                             **stats})
+            jobs = [(runners[v.path], inputs[b], v.lam_index) for b, v in todo]
+            stats = profiling.interleaved(jobs, rounds=rounds, progress=progress, **measure_opts)
         finally:
             for r in runners.values():
                 r.close()
+        rows = [{"id": v.id, "key": self.key(backend, precision, b), "backend": backend, "batch": b,
+                 "precision": precision, **s} for (b, v), s in zip(todo, stats)]
         self.save_latency(rows)
+        warning = profiling.noisy(rows)
+        if warning:
+            warnings.warn(warning, OatWarning, stacklevel=2)
         return rows
 
     def save_latency(self, rows: list[dict[str, Any]]) -> None:
@@ -229,7 +268,8 @@ class Deployment:
         def edit(v: dict[str, Any]) -> None:
             for r in rows:
                 if r["id"] == v["id"]:
-                    saved = {k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs")}
+                    saved = {k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs",
+                                               "round_p50_ms")}
                     if state is not None:
                         saved["power"] = state
                     v.setdefault("latency", {})[r["key"]] = saved
@@ -243,6 +283,11 @@ class Deployment:
         if (backend or self.backend) == "trt":
             require_tensorrt()
         return Switcher(self, backend or self.backend, precision or self.precision, **options)
+
+
+def interval(value: Any) -> tuple[float, float] | None:
+    """A manifest's [low, high] as a tuple (Variant is frozen and hashable)."""
+    return (float(value[0]), float(value[1])) if value else None
 
 
 def check_backend(backend: str) -> str:

@@ -61,7 +61,7 @@ def choose_engine(folder: PathLike, variant: dict[str, Any], precision: str, bat
 
     An engine that is missing or altered while another one fits is reported (OatWarning), not fatal.
     """
-    fix = f"run `oatdeploy build-engines {folder} --precision {precision}` on this device"
+    fix = build_fix(folder, variant, precision, here)
     engines = [e for e in variant.get("engines") or [] if e.get("precision") == precision]
     if not engines:
         raise ArtifactError(f"{variant['id']} has no {precision} TensorRT engine; {fix}")
@@ -72,7 +72,8 @@ def choose_engine(folder: PathLike, variant: dict[str, Any], precision: str, bat
     fits = [e for e in local if int((e.get("batch_profile") or {}).get("max", batch)) >= batch]
     if not fits:
         raise ArtifactError(f"{variant['id']}'s {precision} engine takes batches up to "
-                            f"{local[0]['batch_profile']['max']}, not {batch}; {fix} --batch 1,1,{batch}")
+                            f"{local[0]['batch_profile']['max']}, not {batch}; "
+                            f"{build_fix(folder, variant, precision, here, batch)}")
     stale = []
     for entry in sorted(fits, key=lambda e: e.get("built_at") or "", reverse=True):
         if not check_sha256:
@@ -86,6 +87,17 @@ def choose_engine(folder: PathLike, variant: dict[str, Any], precision: str, bat
             warnings.warn(f"ignoring a stale engine of {variant['id']}: {message}", OatWarning, stacklevel=3)
         return entry
     raise ArtifactError(f"{variant['id']}'s {precision} engine is unusable: {stale[0]}; {fix}")
+
+
+def build_fix(folder: PathLike, variant: dict[str, Any], precision: str, here: dict[str, str],
+              batch: int | None = None) -> str:
+    """The exact commands that give `variant` a usable engine here: quantize first where this TensorRT builds
+    from the quantized graph and there is none yet; `--batch 1,1,N` when it must take batch N."""
+    build = f"oatdeploy build-engines {folder} --precision {precision}" + (f" --batch 1,1,{batch}" if batch else "")
+    if (build_method(precision, here["trt_version"]) in ("int8-qdq", "fp16-onnx")
+            and not (variant.get("quantized") or {}).get(precision)):
+        return f"run `oatdeploy quantize {folder} --precision {precision}`, then `{build}` on this device"
+    return f"run `{build}` on this device"
 
 
 def check_profile(batch_profile: Sequence[int]) -> tuple[int, int, int]:

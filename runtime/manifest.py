@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator
 
 from oatdeploy.atomic import PathLike, atomic_write_json, sha256_bytes, sha256_file
 from oatdeploy.errors import ArtifactError
+from oatdeploy.runtime import schema
 
 FORMAT = "oatdeploy-manifest"
 VERSION = 1
@@ -77,28 +78,28 @@ def artifact_entries(manifest: Manifest) -> list[tuple[str, str]]:
 
 
 def read_manifest(folder: PathLike) -> Manifest:
-    """DEPLOY/manifest.json, its format, version and paths checked; no artifact is read."""
+    """DEPLOY/manifest.json, its format, version, schema (runtime/schema.py) and paths checked; no artifact is read."""
     folder = Path(folder)
     path = folder / FILENAME
     if not path.is_file():
         raise ArtifactError(f"no {FILENAME} in {folder}; export one with `oatdeploy export RUN/supernet.pt "
                             f"--out {folder}`")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(), object_pairs_hook=schema.no_duplicate_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not valid JSON ({e}); re-run `oatdeploy export`") from None
+    except schema.Invalid as e:
+        raise ArtifactError(f"{path}: the key {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an oatdeploy manifest (format must be {FORMAT!r})")
     if manifest.get("version") != VERSION:
         raise ArtifactError(f"{path} has manifest version {manifest.get('version')!r}; this oatdeploy reads "
                             f"version {VERSION}: re-export with this version or upgrade oatdeploy")
-    if not manifest.get("variants"):
-        raise ArtifactError(f"{path} lists no variants; re-run `oatdeploy export`")
     try:
-        fields = path_fields(manifest)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise ArtifactError(f"{path} is malformed (missing or wrong field {e}); re-run `oatdeploy export`") from None
-    for _, rel in fields:
+        schema.validate(manifest)
+    except schema.Invalid as e:
+        raise ArtifactError(f"{path}: {e}") from None
+    for _, rel in path_fields(manifest):
         confined(folder, rel)
     return manifest
 

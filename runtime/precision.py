@@ -4,7 +4,8 @@ SA on verify/clean.npz and RA on each variant's verify/<id>.npz (PGD examples cr
 folded fp32 variant, so RA here is robustness to those transferred examples, not a fresh white-box
 attack on the quantized model). Runs the ORT int8/fp16 model or this device's TensorRT engine, and the
 fp32 ONNX on the same images as the reference, every one built from bytes hashed as read; writes
-`precision_metrics[precision]` per variant so `select` ranks variants by the numbers of what runs.
+`precision_metrics[precision]` per variant, with 95 % intervals, so `select` ranks variants by the numbers of
+what runs.
 Torch-free, Python 3.8+.
 """
 
@@ -21,6 +22,7 @@ from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime.backends.base import Runner
 from oatdeploy.runtime.deployment import Deployment
 from oatdeploy.runtime.manifest import read_verified, update_variants
+from oatdeploy.runtime.stats import wilson_interval
 
 PRECISIONS = ("fp16", "int8")
 BACKENDS = ("ort", "trt")
@@ -79,8 +81,10 @@ def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
             li = entry.get("lam_index")
             low, ref = runner(low_dep, low_v), runner(ref_dep, ref_v)
             batch = low.spec.max_batch or 256
-            row = {"id": entry["id"], "clean_acc": accuracy(low, x_clean, y_clean, li, batch),
-                   "robust_acc": accuracy(low, x_adv, y_adv, li, batch), "source": source,
+            sa, ra = accuracy(low, x_clean, y_clean, li, batch), accuracy(low, x_adv, y_adv, li, batch)
+            row = {"id": entry["id"], "clean_acc": sa, "robust_acc": ra, "source": source,
+                   "clean_ci95": list(wilson_interval(round(sa * len(x_clean)), len(x_clean))),
+                   "robust_ci95": list(wilson_interval(round(ra * len(x_adv)), len(x_adv))),
                    "samples": len(x_clean), "attack": attack, "artifact": low_v.path,
                    "fp32": {"clean_acc": accuracy(ref, x_clean, y_clean, li, 256),
                             "robust_acc": accuracy(ref, x_adv, y_adv, li, 256), "source": "ort-fp32"}}
@@ -100,7 +104,8 @@ def record(deploy_dir: Path, precision: str, rows: list[dict[str, Any]]) -> None
         r = by_id.get(v["id"])
         if r:
             v.setdefault("precision_metrics", {})[precision] = {
-                k: r[k] for k in ("clean_acc", "robust_acc", "source", "samples", "attack", "fp32")}
+                k: r[k] for k in ("clean_acc", "robust_acc", "clean_ci95", "robust_ci95", "source", "samples", "attack",
+                                  "fp32")}
 
     update_variants(deploy_dir, edit)
 

@@ -1,4 +1,11 @@
-"""Budget selection over a deployment's variants, and their Pareto front. Pure data, no backends."""
+"""Budget selection over a deployment's variants, and their Pareto front. Pure data, no backends.
+
+Accuracies measured on n images and latencies measured over a few rounds carry noise; a choice between
+two variants that differ by less than their noise is a coin toss presented as a decision. So, unless
+asked to be strict, accuracies whose 95 % intervals overlap the best one's count as tied, then latencies
+whose profiling spreads overlap the fastest one's, and the most robust of what is left wins
+(docs/selection.md). Budget limits apply to point estimates, so a budget means what it says.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from oatdeploy.errors import OatError
+from oatdeploy.runtime.stats import intervals_overlap
 
 OBJECTIVES = ("clean", "robust")
 
@@ -20,7 +28,10 @@ class Variant:
     """One (λ, width) as the runtime sees it: accuracy for the precision served, latency on this device.
 
     `path` is the artifact that serves it, relative to the deployment folder; shared-mode variants of one
-    width share it and differ by `lam_index`.
+    width share it and differ by `lam_index`. `clean_ci95`/`robust_ci95` are the 95 % intervals of SA/RA
+    (None in manifests made before they were recorded); `latency_spread_ms` is the lowest and highest median
+    of the profiling rounds (None for one round or an older profile). `precision` is what is served,
+    `accuracy_precision` what SA/RA were measured at: fp32 until `oatdeploy verify` measured `precision`.
     """
 
     id: str
@@ -32,13 +43,22 @@ class Variant:
     path: str
     lam_index: int | None = None
     sha256: str | None = None
+    clean_ci95: tuple[float, float] | None = None
+    robust_ci95: tuple[float, float] | None = None
+    latency_spread_ms: tuple[float, float] | None = None
+    precision: str = "fp32"
+    accuracy_precision: str = "fp32"
 
     def describe(self) -> str:
-        def fmt(v: float | None, spec: str) -> str:
-            return "n/a" if v is None else format(v, spec)
+        def fmt(v: float | None, spec: str, interval: tuple[float, float] | None = None) -> str:
+            text = "n/a" if v is None else format(v, spec)
+            return text if interval is None or v is None else f"{text} [{interval[0]:{spec}}-{interval[1]:{spec}}]"
 
-        return (f"{self.id} (SA {fmt(self.clean_acc, '.3f')}, RA {fmt(self.robust_acc, '.3f')}, "
-                f"p50 {fmt(self.latency_ms, '.3f')} ms)")
+        measured = (f"; SA/RA measured in {self.accuracy_precision}, not {self.precision}"
+                    if self.accuracy_precision != self.precision else "")
+        return (f"{self.id} (SA {fmt(self.clean_acc, '.3f', self.clean_ci95)}, "
+                f"RA {fmt(self.robust_acc, '.3f', self.robust_ci95)}, "
+                f"p50 {fmt(self.latency_ms, '.3f', self.latency_spread_ms)} ms{measured})")
 
 
 LIMITS = {"latency": "max_latency_ms", "robust accuracy": "min_robust_acc", "clean accuracy": "min_clean_acc"}
@@ -75,10 +95,13 @@ def _infeasible(variants: Sequence[Variant], budget: dict[str, float | None]) ->
 
 
 def check_budget(max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-                 min_clean_acc: float | None = None, objective: str = "clean") -> dict[str, float | None]:
-    """The budget as numbers, or one OatError: a NaN or infinite limit would silently admit or exclude everything."""
+                 min_clean_acc: float | None = None, objective: str = "clean",
+                 strict: bool = False) -> dict[str, float | None]:
+    """The limits as numbers, or one OatError: a NaN or infinite limit would silently admit or exclude everything."""
     if objective not in OBJECTIVES:
         raise OatError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if not isinstance(strict, bool):
+        raise OatError(f"strict must be True or False, got {strict!r}")
     budget = {"max_latency_ms": max_latency_ms, "min_robust_acc": min_robust_acc, "min_clean_acc": min_clean_acc}
     for name, value in budget.items():
         if value is None:
@@ -90,10 +113,93 @@ def check_budget(max_latency_ms: float | None = None, min_robust_acc: float | No
     return budget
 
 
-def select(variants: Sequence[Variant], max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-           min_clean_acc: float | None = None, objective: str = "clean") -> Variant:
-    """Best SA (or RA) among variants within the budget; ties go to the lower latency."""
-    budget = check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective)
+def _accuracy(v: Variant, objective: str) -> float:
+    acc = v.clean_acc if objective == "clean" else v.robust_acc
+    return -1.0 if acc is None else acc
+
+
+def _latency(v: Variant) -> float:
+    """Unprofiled counts as slowest: it cannot be promised to meet anything."""
+    return float("inf") if v.latency_ms is None else v.latency_ms
+
+
+def tied_accuracy(a: Variant, b: Variant, objective: str, strict: bool = False) -> bool:
+    """Equal point estimates, or (unless strict) overlapping 95 % intervals; without intervals, equality only."""
+    if _accuracy(a, objective) == _accuracy(b, objective):
+        return True
+    ia, ib = (a.clean_ci95, b.clean_ci95) if objective == "clean" else (a.robust_ci95, b.robust_ci95)
+    return not strict and ia is not None and ib is not None and intervals_overlap(ia, ib)
+
+
+def tied_latency(a: Variant, b: Variant, strict: bool = False) -> bool:
+    """Equal p50, or (unless strict) overlapping ranges of round medians; without them, equality only."""
+    if _latency(a) == _latency(b):
+        return True
+    sa, sb = a.latency_spread_ms, b.latency_spread_ms
+    return not strict and sa is not None and sb is not None and intervals_overlap(sa, sb)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `choose` picked and why: the variants within the budget, the best point estimate, the variants
+    tied with it on accuracy and then on latency, and notes the caller adds (which precision SA/RA are of)."""
+
+    variant: Variant
+    objective: str
+    strict: bool
+    budget: dict[str, float | None]
+    feasible: tuple[Variant, ...]
+    best: Variant
+    accuracy_tied: tuple[Variant, ...]
+    latency_tied: tuple[Variant, ...]
+    notes: tuple[str, ...] = ()
+
+    def reasons(self) -> list[str]:
+        """How the choice was made, in words: the budget, the comparison rule and what it did."""
+        name = "SA" if self.objective == "clean" else "RA"
+        limits = [f"{label} {op} {self.budget[key]:.3g}" for key, label, op in
+                  (("max_latency_ms", "p50", "<="), ("min_robust_acc", "RA", ">="), ("min_clean_acc", "SA", ">="))
+                  if self.budget.get(key) is not None]
+        count = f"{len(self.feasible)} variant{'s meet' if len(self.feasible) > 1 else ' meets'} it"
+        lines = [f"budget: {', '.join(limits)}, on point estimates; {count}" if limits
+                 else f"no budget: all {len(self.feasible)} variants compared"]
+        others = [v.id for v in self.accuracy_tied if v.id != self.best.id]
+        interval = self.best.clean_ci95 if self.objective == "clean" else self.best.robust_ci95
+        if len(self.feasible) == 1:
+            lines.append(f"{self.best.id} is the only variant within the budget")
+        elif self.strict:
+            lines.append(f"strict: the highest {name} point estimate wins, ties to the lower p50")
+        elif interval is None:
+            lines.append(f"{self.best.id} has the best {name} point estimate (the manifest records no 95 % "
+                         "intervals to judge ties by; an export from a newer eval.json has them)")
+        elif others:
+            lines.append(f"tie: the {name} 95 % intervals of {', '.join(others)} overlap that of the best, "
+                         f"{self.best.id}, so they count as tied and the faster wins (--strict compares point "
+                         "estimates)")
+        else:
+            lines.append(f"{self.best.id} has the best {name}, and no other variant's 95 % interval overlaps it "
+                         "(overlapping intervals count as tied; --strict compares point estimates)")
+        fastest = min(self.latency_tied, key=_latency)
+        others = [v.id for v in self.latency_tied if v.id != fastest.id]
+        if others and not self.strict:
+            lines.append(f"tie: p50 of {', '.join(others)} is within the spread between profiling rounds of the "
+                         f"fastest, {fastest.id}, so the more robust wins")
+        return lines + list(self.notes)
+
+    def describe(self) -> str:
+        """The chosen variant, then why, one reason a line."""
+        return "\n".join([self.variant.describe(), *(f"  {line}" for line in self.reasons())])
+
+
+def choose(variants: Sequence[Variant], max_latency_ms: float | None = None, min_robust_acc: float | None = None,
+           min_clean_acc: float | None = None, objective: str = "clean", strict: bool = False) -> Choice:
+    """The best variant within the budget, and why (`Choice`).
+
+    Among variants meeting every limit (point estimates): those whose objective accuracy ties with the best
+    one's (overlapping 95 % intervals, or equal), of those the ones whose p50 ties with the fastest's (round
+    medians' ranges overlap, or equal), and of those the most robust. `strict` ties only equal values.
+    """
+    budget = check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective, strict)
     if not variants:
         raise NoFeasibleVariant("the deployment has no variants")
     if max_latency_ms is not None and all(v.latency_ms is None for v in variants):
@@ -103,19 +209,29 @@ def select(variants: Sequence[Variant], max_latency_ms: float | None = None, min
     feasible = [v for v in variants if not any(_violations(v, *budget.values()).values())]
     if not feasible:
         raise _infeasible(variants, budget)
+    best = max(feasible, key=lambda v: (_accuracy(v, objective), -_latency(v)))
+    accuracy_tied = [v for v in feasible if tied_accuracy(v, best, objective, strict)]
+    fastest = min(accuracy_tied, key=_latency)
+    latency_tied = [v for v in accuracy_tied if tied_latency(v, fastest, strict)]
+    chosen = max(latency_tied, key=lambda v: (_accuracy(v, "robust"), _accuracy(v, objective), -_latency(v)))
+    return Choice(chosen, objective, strict, budget, tuple(feasible), best, tuple(accuracy_tied),
+                  tuple(latency_tied))
 
-    def score(v: Variant) -> tuple[float, float]:
-        acc = v.clean_acc if objective == "clean" else v.robust_acc
-        return (acc if acc is not None else -1.0, -_latency(v))
 
-    return max(feasible, key=score)
+def select(variants: Sequence[Variant], max_latency_ms: float | None = None, min_robust_acc: float | None = None,
+           min_clean_acc: float | None = None, objective: str = "clean", strict: bool = False) -> Variant:
+    """The best SA (or RA) within the budget; noise-level differences are ties (see `choose`)."""
+    return choose(variants, max_latency_ms, min_robust_acc, min_clean_acc, objective, strict).variant
 
 
-def pareto_front(variants: Sequence[Variant]) -> list[Variant]:
-    """Variants no other beats on SA, RA and latency at once (higher SA/RA, lower latency), by latency."""
+def pareto_front(variants: Sequence[Variant], axes: Sequence[str] = ("clean", "robust", "latency")) -> list[Variant]:
+    """Variants no other beats on every axis at once (higher SA/RA, lower latency), by latency.
 
-    def key(v: Variant) -> tuple[float, float, float]:
-        return (v.clean_acc or 0.0, v.robust_acc or 0.0, -_latency(v))
+    `axes` picks the plane: ("clean", "latency") is the front of an SA-vs-latency plot, where a variant
+    on the 3-D front may well look dominated.
+    """
+    def key(v: Variant) -> tuple[float, ...]:
+        return tuple(-_latency(v) if a == "latency" else max(_accuracy(v, a), 0.0) for a in axes)
 
     def dominates(a: Variant, b: Variant) -> bool:
         ka, kb = key(a), key(b)
@@ -123,8 +239,3 @@ def pareto_front(variants: Sequence[Variant]) -> list[Variant]:
 
     front = [v for v in variants if not any(dominates(o, v) for o in variants)]
     return sorted(front, key=lambda v: (_latency(v), v.id))
-
-
-def _latency(v: Variant) -> float:
-    """Unprofiled counts as slowest: it cannot be promised to meet anything."""
-    return float("inf") if v.latency_ms is None else v.latency_ms

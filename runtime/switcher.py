@@ -29,7 +29,7 @@ from oatdeploy.runtime.selection import NoFeasibleVariant, Variant, check_budget
 if TYPE_CHECKING:
     from oatdeploy.runtime.deployment import Deployment
 
-BUDGET_FIELDS = ("max_latency_ms", "min_robust_acc", "min_clean_acc", "objective")
+BUDGET_FIELDS = ("max_latency_ms", "min_robust_acc", "min_clean_acc", "objective", "strict")
 log = logging.getLogger("oatdeploy.runtime")
 
 
@@ -44,7 +44,8 @@ class Switcher:
 
     def __init__(self, deployment: Deployment, backend: str, precision: str = "fp32", batch: int | None = None,
                  max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-                 min_clean_acc: float | None = None, objective: str = "clean", max_loaded: int | None = None,
+                 min_clean_acc: float | None = None, objective: str = "clean", strict: bool = False,
+                 max_loaded: int | None = None,
                  window: int = 50, history: int = 0, runner_factory: Callable[[Variant], Runner] | None = None,
                  runner_options: dict[str, Any] | None = None) -> None:
         if max_loaded is not None and max_loaded < 1:
@@ -54,8 +55,8 @@ class Switcher:
         self.deployment, self.backend, self.precision = deployment, backend, precision
         self.variants = deployment.variants_for(backend, precision, batch)
         self.by_id = {v.id: v for v in self.variants}
-        self.budget: dict[str, Any] = {**check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective),
-                                       "objective": objective}
+        self.budget: dict[str, Any] = {**check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective,
+                                                    strict), "objective": objective, "strict": strict}
         self.max_loaded = max_loaded
         options = runner_options or {}  # e.g. {"contexts": 1} for TensorRT, {"threads": 2} for ONNX Runtime
         self._factory = runner_factory or (lambda v: deployment.runner(v, backend, **options))
@@ -107,7 +108,7 @@ class Switcher:
 
     def _solve(self, budget: dict[str, Any]) -> Variant:
         """The budget's choice given what we observed, among variants whose load has not failed."""
-        variants = [replace(v, latency_ms=max(v.latency_ms or 0.0, self.observed[v.id]))
+        variants = [replace(v, latency_ms=max(v.latency_ms or 0.0, self.observed[v.id]), latency_spread_ms=None)
                     if v.id in self.observed else v for v in self.variants if v.id not in self.broken]
         return self.by_id[select(variants, **budget).id]
 
@@ -166,7 +167,7 @@ class Switcher:
         return v
 
     def set_budget(self, **budget: Any) -> Variant:
-        """Change the budget (max_latency_ms, min_robust_acc, min_clean_acc, objective) and switch now.
+        """Change the budget (max_latency_ms, min_robust_acc, min_clean_acc, objective, strict) and switch now.
 
         When it returns, every later call is served by a variant that meets the new budget; if nothing meets
         it, or the chosen variant cannot be loaded, it raises and the old budget and variant stay.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from oatdeploy.runtime import Deployment, Variant
+    from oatdeploy.runtime import Deployment
 
 # Sized for a 2-core CPU: an OATS resnet20 with two widths, PGD-3 training, PGD-10 evaluation on all 1,000 test
 # images of fmnist-mini (on 500, one accuracy is uncertain by about ±3.7 points: more than the knob moves SA).
@@ -46,6 +46,7 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     from oatdeploy.errors import OatError
     from oatdeploy.evaluate import format_table, knob_summary, run_evaluation
     from oatdeploy.export.pipeline import export_deployment
+    from oatdeploy.plots import Outcome, budget_text, plot_deployment
     from oatdeploy.runtime import Deployment, NoFeasibleVariant
     from oatdeploy.trainer import TrainConfig, train
 
@@ -70,19 +71,18 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     click.echo(format_profile(dep.profile(batches=(1,))))
     stage("select: the best clean accuracy within a budget")
     budgets = example_budgets(dep)
-    picks: list[Variant | None] = []
-    for budget in budgets:
+    outcomes = []
+    for n, budget in enumerate(budgets, 1):
         try:
-            picks.append(dep.select(**budget))
-            chosen = picks[-1].describe()
+            choice = dep.choose(**budget)
+            outcomes.append(Outcome(budget, choice))
+            chosen = choice.describe()
         except NoFeasibleVariant as e:
-            picks.append(None)
+            outcomes.append(Outcome(budget, error=str(e)))
             chosen = f"none: {e}"
-        click.echo(f"{', '.join(f'{k}={v:.3g}' for k, v in budget.items())}: {chosen}")
+        click.echo(f"budget {n} ({budget_text(budget)}): {chosen}")
     try:
-        from oatdeploy.plots import plot_deployment
-
-        png = plot_deployment(dep.variants, dep.key(), deploy / "tradeoff-ort-fp32.png", picks[0], budgets[0],
+        png = plot_deployment(dep.variants, dep.key(), deploy / "tradeoff-ort-fp32.png", outcomes,
                               title="oatdeploy demo: resnet20 on fmnist-mini")
         click.echo(f"plot: {png}")
     except OatError as e:

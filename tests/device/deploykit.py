@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,8 @@ def set_profile(folder: Path, key: str, latencies: dict[str, float], power: dict
                 v.setdefault("latency", {})[key] = entry
 
     edit_manifest(folder, edit)
+
+
+def oatdeploy(*args: str) -> subprocess.CompletedProcess:
+    """The console entry point in a subprocess: exit code, stdout and stderr as a user sees them."""
+    return subprocess.run([sys.executable, "-m", "oatdeploy.cli", *args], capture_output=True, text=True, timeout=300)

@@ -1,0 +1,120 @@
+"""Every hint is the exact command that fixes the problem: each test runs a command that fails, runs the commands
+its one error line names (each must succeed), and checks the original command then works."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from device.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
+from oatdeploy.runtime import Deployment, power
+from oatdeploy.runtime.engines import build_engines
+
+HINT = re.compile(r"`(oatdeploy [^`]+)`")
+Run = Callable[..., "tuple[int, str, str]"]
+
+
+@pytest.fixture()
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """The console entry point in this process (so a stand-in TensorRT or power state applies to it too)."""
+    from oatdeploy.cli import main
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() installs its own; undo it after
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # only this command's output
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        out = capsys.readouterr()
+        return int(exited.value.code or 0), out.out, out.err
+
+    return run
+
+
+def follow_hints(cli: Run, *original: str) -> tuple[list[str], str]:
+    """Run `original`; while it fails (exit 2, one line), run each command the line names, then retry.
+    Returns the commands followed and the original's final output."""
+    followed: list[str] = []
+    for _ in range(4):
+        code, out, err = cli(*original)
+        if code == 0:
+            return followed, out
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        commands = HINT.findall(err)
+        assert commands, f"the error names no command: {err}"
+        for command in commands:
+            code, _, err = cli(*shlex.split(command)[1:])
+            assert code == 0, f"the hinted `{command}` failed: {err}"
+            followed.append(command)
+    raise AssertionError(f"still failing after following {followed}")
+
+
+def test_select_at_batch_8_points_to_profiling_batch_8(folded: Path, cli: Run) -> None:
+    followed, _ = follow_hints(cli, "select", str(folded), "--batch", "8", "--max-latency-ms", "100")
+    assert followed == [f"oatdeploy profile {folded} --backend ort --batch 8"]
+
+
+def test_select_int8_before_quantize_points_to_quantize_then_to_an_int8_profile(folded: Path, cli: Run) -> None:
+    followed, _ = follow_hints(cli, "select", str(folded), "--precision", "int8", "--max-latency-ms", "100")
+    assert followed == [f"oatdeploy quantize {folded} --precision int8",
+                        f"oatdeploy profile {folded} --backend ort --precision int8"]
+
+
+def test_an_int8_select_says_its_numbers_are_fp32_until_verify_measures_int8(folded: Path, cli: Run) -> None:
+    follow_hints(cli, "quantize", str(folded), "--precision", "int8")
+    code, out, _ = cli("select", str(folded), "--precision", "int8")
+    assert code == 0 and "SA/RA measured in fp32, not int8" in out and "SA/RA: fp32 numbers" in out
+    (verify,) = HINT.findall(out)
+    assert verify == f"oatdeploy verify {folded} --precision int8 --backend ort"
+    assert cli(*shlex.split(verify)[1:])[0] == 0
+    code, out, _ = cli("select", str(folded), "--precision", "int8")
+    assert code == 0 and "SA/RA: int8, as `oatdeploy verify` measured what runs (ort-int8" in out
+    assert "measured in fp32" not in out
+    chosen = Deployment.load(folded, precision="int8").select()
+    assert chosen.accuracy_precision == "int8" and chosen.clean_ci95 is not None
+    assert f"SA {chosen.clean_acc:.3f}" in out
+
+
+@pytest.fixture()
+def tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in TensorRT 10 whose builder is the fake compiler, so build-engines runs from the CLI."""
+    from oatdeploy.runtime.backends import trt_build
+
+    install_tensorrt(monkeypatch, HostCudart())
+    monkeypatch.setattr(trt_build, "TensorRTCompiler", lambda workspace_mb: FakeCompiler())
+
+
+def test_tensorrt_int8_before_quantize_points_to_quantize_then_build_engines(folded: Path, cli: Run,
+                                                                          tensorrt: Any) -> None:
+    followed, out = follow_hints(cli, "select", str(folded), "--backend", "trt", "--precision", "int8")
+    assert followed == [f"oatdeploy quantize {folded} --precision int8",
+                        f"oatdeploy build-engines {folded} --precision int8"]
+    assert "|trt|int8|b1" in out
+
+
+def test_tensorrt_at_a_batch_the_engines_do_not_take_points_to_a_build_that_does(folded: Path, cli: Run,
+                                                                               tensorrt: Any) -> None:
+    build_engines(folded, "fp32", batch_profile=(1, 1, 4), compiler=FakeCompiler(), progress=False)
+    followed, _ = follow_hints(cli, "select", str(folded), "--backend", "trt", "--batch", "8")
+    assert followed == [f"oatdeploy build-engines {folded} --precision fp32 --batch 1,1,8"]
+
+
+def test_a_profile_from_another_power_mode_points_to_profiling_in_this_one(folded: Path, cli: Run, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from device.test_power import jetson_tree
+
+    maxn = power.power_state(jetson_tree(tmp_path / "maxn", 0, pinned=True), nvpmodel=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a noisy profile may say so; not what this test is about
+        Deployment.load(folded, power_state=maxn).profile(batches=(4,), min_runs=5, min_seconds=0.0, warmup=1,
+                                                          rounds=2)
+    slow = power.power_state(jetson_tree(tmp_path / "15w", 0, pinned=False), nvpmodel=None)
+    monkeypatch.setattr(power, "power_state", lambda: slow)
+    followed, _ = follow_hints(cli, "select", str(folded), "--batch", "4", "--max-latency-ms", "100",
+                               "--power-mismatch", "refuse")
+    assert followed == [f"oatdeploy profile {folded} --backend ort --batch 4"]
