@@ -50,7 +50,7 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(timeout_s: float) -> DistInfo:
+def init_distributed(timeout_s: float, device_type: str) -> DistInfo:
     """torchrun/srun set WORLD_SIZE, RANK, MASTER_ADDR/PORT; gloo on CPU, NCCL on CUDA, `timeout_s` per collective."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -63,7 +63,7 @@ def init_distributed(timeout_s: float) -> DistInfo:
     # outlive it and may free their last work (holding our tensors) during interpreter shutdown, which
     # aborts the process ("terminate called without an active exception", about 1 run in 40).
     importlib.import_module("torch._dynamo")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         # Without blocking wait, NCCL's watchdog aborts the process on a timeout before Python can say which
         # rank stopped; the trainer already waits for every step's loss, so blocking costs no overlap.

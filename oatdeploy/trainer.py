@@ -61,12 +61,23 @@ from oatdeploy.resume import RankStreams, restore_streams
 log = logging.getLogger("oatdeploy.train")
 
 def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
+    """`--device` made concrete: auto picks CUDA when present; a process takes the GPU of its local rank."""
+    if device_type(cfg.device) != "cuda":
+        return torch.device(device_type(cfg.device))
+    index = None if cfg.device == "auto" else torch.device(cfg.device).index
+    device = torch.device("cuda", info.local_rank if index is None else index)
+    torch.cuda.set_device(device)
+    return device
+
+
+def device_type(name: str) -> str:
+    """'cpu' or 'cuda' for --device auto/cpu/cuda/cuda:N."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(name).type
+    except RuntimeError:
+        raise OatError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
 
 
 def step_widths(count: int, rule: str, generator: torch.Generator) -> list[int]:
@@ -332,7 +343,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     train_set = datasets.load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_limit)
     if cfg.dist_timeout <= 0:
         raise OatError(f"--dist-timeout is in seconds and must be positive, got {cfg.dist_timeout}")
-    info = init_distributed(cfg.dist_timeout)
+    info = init_distributed(cfg.dist_timeout, device_type(cfg.device))
     run: Run | None = None
     clean_exit = False
     try:
