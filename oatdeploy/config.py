@@ -21,7 +21,8 @@ from oatdeploy.errors import OatError
 
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 DERIVED = {"derived": True}
-MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "max_steps", "save_every", "device", "dist_timeout"})
+MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "max_steps", "save_every", "device", "dist_timeout",
+                                  "channels_last", "compile"})
 
 
 @dataclass
@@ -53,6 +54,8 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0
     amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
     device: str = "auto"
     dist_timeout: float = 600.0
     # Filled in from the dataset and the launch:

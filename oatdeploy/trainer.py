@@ -80,6 +80,21 @@ def device_type(name: str) -> str:
         raise OatError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
 
 
+def prepare_model(model: OATModel, cfg: TrainConfig, device: torch.device) -> None:
+    """Move the model to its device, in channels-last memory format if asked (inputs follow in OATStep)."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+def compile_model(model: OATModel) -> nn.Module:
+    """torch.compile with room for every (train/eval, width, clean split) graph a run traces."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16 * len(model.widths))
+    return torch.compile(model)
+
+
 def step_widths(count: int, rule: str, generator: torch.Generator) -> list[int]:
     """Width indices one step trains: all of them, or (sandwich) largest, smallest and one random middle."""
     if rule == "all" or count <= 2:
@@ -124,8 +139,10 @@ class OATStep:
         self.streams = RankStreams.seeded(seed, rank)
         self.width_gen = torch.Generator().manual_seed(cfg.seed + 2)  # same on every rank
         self.autocast = device.type == "cuda" and cfg.amp
-        self.channels_last = device.type == "cuda"
-        self.objective = OATObjective(model, cfg.dual_bn)
+        self.channels_last = cfg.channels_last
+        # The attack and the training forward share one compiled module (dynamo keeps a graph per mode and width).
+        self.net = compile_model(model) if cfg.compile else model
+        self.objective = OATObjective(self.net, cfg.dual_bn)
         self.ddp = wrap_ddp(self.objective, device) if ddp else None
 
     def widths_for_step(self) -> list[int]:
@@ -135,7 +152,7 @@ class OATStep:
         """PGD through the bare model (never DDP's hooks), eval mode, no parameter gradients."""
         bn_split = 0 if self.cfg.dual_bn else x.shape[0]
         with frozen_eval(self.model), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            return pgd_attack(lambda z: self.model(z, enc, bn_split, width_idx), x, y, self.pgd,
+            return pgd_attack(lambda z: self.net(z, enc, bn_split, width_idx), x, y, self.pgd,
                               generator=self.streams.attack)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -221,9 +238,7 @@ class Run:
         self.model = model_from_config(asdict(cfg))
         if payload:
             self.model.load_state_dict(payload["model"])
-        self.model.to(self.device)
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        prepare_model(self.model, cfg, self.device)
 
         self.sampler = torch.utils.data.DistributedSampler(range(len(train_set)), num_replicas=info.world_size,
                                                            rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True)

@@ -88,7 +88,7 @@ def test_resume_refuses_options_that_contradict_the_checkpoint(run_copy: Path) -
     before = (run_copy / "supernet.pt").read_bytes()
     result = oatdeploy_cli("train", "--resume", "--out", str(run_copy), "--lr", "0.05", "--single-bn",
                            "--widths", "0.5,1", "--max-steps", "4")
-    assert_usage_error(result, "--lr 0.05", "--single-bn", "contradicts", "--dual-bn", "lr 0.1")
+    assert_usage_error(result, "--lr 0.05", "--single-bn", "contradict", "--dual-bn", "--lr 0.1")
     assert "--widths" not in result.stderr  # the same value as the checkpoint's is not a contradiction
     assert (run_copy / "supernet.pt").read_bytes() == before
 

@@ -136,8 +136,7 @@ def test_two_nodes_stop_on_sigterm_and_resume(tmp_path: Path) -> None:
     deadline = time.monotonic() + 300
     while not (run / "config.json").is_file() and time.monotonic() < deadline:
         assert all(n.poll() is None for n in nodes), [n.communicate()[1][-2000:] for n in nodes]
-        time.sleep(0.5)
-    time.sleep(2)
+        time.sleep(0.2)
     for n in nodes:
         os.killpg(n.pid, signal.SIGTERM)
     errs = [n.communicate(timeout=120)[1] for n in nodes]

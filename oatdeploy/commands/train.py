@@ -51,6 +51,8 @@ SPECS: dict[str, dict[str, Any]] = {
     "seed": {"help": "Seeds the model, data order, λs, PGD starts and augmentation."},
     "save_every": {"type": click.IntRange(min=0), "help": "Also checkpoint every N steps (0: at each epoch's end)."},
     "amp": {"help": "bf16 autocast on CUDA (CPU runs in fp32 either way)."},
+    "channels_last": {"help": "Channels-last tensors (faster convolutions on CUDA and on x86 CPUs with oneDNN)."},
+    "compile": {"help": "torch.compile the model for training and for the attack (minutes of compiling first)."},
     "device": {"help": "auto, cpu or cuda."},
     "dist_timeout": {"type": click.FloatRange(min=0, min_open=True),
                      "help": "Seconds a collective waits for the other ranks before naming the one that stopped."},
