@@ -38,19 +38,21 @@ from oatdeploy.bench import time_steps, train_step
 from oatdeploy.runtime.device import cpu_name, gpu_name
 
 # name -> (what it shows, TrainConfig levers). `attack-param-grads` runs PGD with parameter gradients on
-# (the lever it shows is keeping them off, as both codes do by default).
+# (the lever it shows is keeping them off, as both codes do).
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
-    "ours": ("as `oatdeploy train` runs here", {}),
-    "no-channels-last": ("NCHW tensors instead of channels-last", {"channels_last": False}),
-    "compile": ("torch.compile of the model (training and attack)", {"compile": True}),
-    "attack-param-grads": ("PGD computing parameter gradients it does not need", {}),
-    "fp32-vs-bf16": ("bf16 autocast (on CPU: AVX-512 BF16)", {"amp": True}),
+    "ours": ("as `oatdeploy train` runs here (bf16 autocast where native, channels-last)", {}),
+    "fp32": ("--no-amp: fp32, like the reference", {"amp": False}),
+    "fp32-nchw": ("--no-amp --no-channels-last: fp32 and NCHW tensors", {"amp": False, "channels_last": False}),
+    "nchw": ("--no-channels-last", {"channels_last": False}),
+    "compile": ("--compile: torch.compile of the model (training and attack)", {"compile": True}),
+    "fp32-compile": ("--no-amp --compile", {"amp": False, "compile": True}),
+    "attack-param-grads": ("PGD with parameter gradients on (autograd.grad still computes none of them)", {}),
 }
 
 
 @contextlib.contextmanager
 def eval_only(model: torch.nn.Module) -> Iterator[None]:
-    """frozen_eval without freezing the parameters: what the attack costs when it computes their gradients."""
+    """frozen_eval without freezing the parameters: what the attack costs when they require gradients."""
     was = model.training
     model.eval()
     try:
@@ -60,23 +62,19 @@ def eval_only(model: torch.nn.Module) -> Iterator[None]:
 
 
 def ours(name: str, args: argparse.Namespace, shape: tuple[int, int, int]) -> Callable[[], None]:
-    levers = VARIANTS[name][1]
-    step, _ = train_step("resnet34", args.batch_size, args.pgd_steps, shape, (1.0,), args.device, **levers)
-    if name == "attack-param-grads":
-        def unfrozen() -> None:
-            saved = oatdeploy.trainer.frozen_eval
-            oatdeploy.trainer.frozen_eval = eval_only
-            try:
-                step()
-            finally:
-                oatdeploy.trainer.frozen_eval = saved
-        return unfrozen
-    if name == "fp32-vs-bf16" and not torch.device(args.device).type == "cuda":
-        def bf16() -> None:
-            with torch.autocast("cpu", torch.bfloat16):
-                step()
-        return bf16
-    return step
+    step, _ = train_step(args.arch, args.batch_size, args.pgd_steps, shape, (1.0,), args.device, **VARIANTS[name][1])
+    if name != "attack-param-grads":
+        return step
+
+    def unfrozen() -> None:
+        saved = oatdeploy.trainer.frozen_eval
+        oatdeploy.trainer.frozen_eval = eval_only
+        try:
+            step()
+        finally:
+            oatdeploy.trainer.frozen_eval = saved
+
+    return unfrozen
 
 
 def reference(ref_dir: Path, batch_size: int, pgd_steps: int, input_shape: tuple[int, int, int],
@@ -121,6 +119,7 @@ def main() -> None:
     parser.add_argument("--reference-dir", type=Path, required=True)
     parser.add_argument("--variants", default="ours,reference",
                         help=f"comma-separated: reference, {', '.join(VARIANTS)}")
+    parser.add_argument("--arch", default="resnet34", help="ours only; the reference is its ResNet-34")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--pgd-steps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
@@ -138,6 +137,8 @@ def main() -> None:
     unknown = [n for n in names if n != "reference" and n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from reference, {', '.join(VARIANTS)}")
+    if "reference" in names and (args.arch != "resnet34" or shape[0] != 3):
+        parser.error("the reference is the paper's ResNet-34 on 3-channel images: drop it or use --arch resnet34")
     started = time.time()
     steps: dict[str, Callable[[], None]] = {}
     for name in names:
@@ -158,7 +159,7 @@ def main() -> None:
         "machine": {"cpu": cpu_name(), "gpu": gpu_name() if device.type == "cuda" else None,
                     "threads": torch.get_num_threads()},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "config": {"arch": "resnet34", "batch_size": args.batch_size, "pgd_steps": args.pgd_steps,
+        "config": {"arch": args.arch, "batch_size": args.batch_size, "pgd_steps": args.pgd_steps,
                    "input_shape": list(shape), "device": device.type},
         "variants": {n: {"what": "the paper's code" if n == "reference" else VARIANTS[n][0],
                          "median_s": medians[n], "over_reference": medians[n] / ref if ref else None,

@@ -87,6 +87,17 @@ def prepare_model(model: OATModel, cfg: TrainConfig, device: torch.device) -> No
         model.to(memory_format=torch.channels_last)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively, so that autocast pays: CUDA GPUs with bf16, and CPUs with
+    AVX-512 BF16 or AMX (elsewhere bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
 def compile_model(model: OATModel) -> nn.Module:
     """torch.compile with room for every (train/eval, width, clean split) graph a run traces."""
     import torch._dynamo
@@ -138,7 +149,7 @@ class OATStep:
         self.pgd = PGDConfig(eps=float(cfg.eps), steps=cfg.pgd_steps, step_size=cfg.step_size)
         self.streams = RankStreams.seeded(seed, rank)
         self.width_gen = torch.Generator().manual_seed(cfg.seed + 2)  # same on every rank
-        self.autocast = device.type == "cuda" and cfg.amp
+        self.autocast = cfg.amp and bf16_native(device)
         self.channels_last = cfg.channels_last
         # The attack and the training forward share one compiled module (dynamo keeps a graph per mode and width).
         self.net = compile_model(model) if cfg.compile else model

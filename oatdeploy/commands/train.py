@@ -50,7 +50,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "dual_bn": {"help": "Separate BN for clean (λ=0) and adversarial samples; --single-bn is the paper's ablation."},
     "seed": {"help": "Seeds the model, data order, λs, PGD starts and augmentation."},
     "save_every": {"type": click.IntRange(min=0), "help": "Also checkpoint every N steps (0: at each epoch's end)."},
-    "amp": {"help": "bf16 autocast on CUDA (CPU runs in fp32 either way)."},
+    "amp": {"help": "bf16 autocast where the hardware computes bf16 natively: CUDA, CPUs with AVX-512 BF16 or AMX."},
     "channels_last": {"help": "Channels-last tensors (faster convolutions on CUDA and on x86 CPUs with oneDNN)."},
     "compile": {"help": "torch.compile the model for training and for the attack (minutes of compiling first)."},
     "device": {"help": "auto, cpu or cuda."},
