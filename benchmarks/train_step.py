@@ -1,37 +1,84 @@
-"""Training-step time, ours vs the paper's reference code, side by side in one process.
+"""Training-step time, ours vs the paper's reference code, side by side in one process, lever by lever.
 
     git -C <mirror of VITA-Group/Once-for-All-Adversarial-Training> archive HEAD | tar -x -C /tmp/oat_ref
-    python benchmarks/train_step.py --reference-dir /tmp/oat_ref [--arch resnet34 --batch-size 16 --pgd-steps 3]
+    python benchmarks/train_step.py --reference-dir /tmp/oat_ref [--variants ours,reference,...]
 
-Both steps do the same work: element-wise λ sampling (⌈N/6⌉ clean samples first), PGD with random start
-on the λ > 0 samples with the model in eval mode, the clean and adversarial forward passes through dual
-BN and FiLM, the weighted loss, backward and an SGD update, on random 3×32×32 data. The reference step
-is the body of its OAT.py (`--efficient`) loop calling its own model, sampler and PGD. Its code calls
-`.cuda()` unconditionally; on a machine without a GPU this script maps `.cuda()` to a no-op for the
-reference so that its step runs unchanged on the CPU. Rounds alternate ours/reference so that drift in
-machine load hits both alike; the report gives medians and the ratio ours/reference.
+Every variant does the same work: element-wise λ sampling (⌈N/6⌉ clean samples first), PGD with random
+start on the λ > 0 samples with the model in eval mode, the clean and adversarial forward passes through
+dual BN and FiLM, the weighted loss, backward and an SGD update, on random 3×32×32 data (ResNet-34,
+batch 16, PGD-3 by default). The reference step is the body of its OAT.py (`--efficient`) loop calling
+its own model, sampler and PGD. Its code calls `.cuda()` unconditionally; on a machine without a GPU
+this script maps `.cuda()` to a no-op for the reference so that its step runs unchanged on the CPU.
+
+`ours` is the step as `oatdeploy train` runs it on this device; the other variants switch one lever
+(VARIANTS below) to show what it is worth. Variants are built first (compiling ones compile during
+their warm-up steps), then timed in rounds that cycle through all of them, so drift in machine load
+hits each alike; the report gives each variant's median and its ratio to the reference's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import oatdeploy.trainer
 from oatdeploy.atomic import atomic_write_json
-from oatdeploy.bench import time_steps, train_step_seconds
+from oatdeploy.bench import time_steps, train_step
 from oatdeploy.runtime.device import cpu_name, gpu_name
 
+# name -> (what it shows, TrainConfig levers). `attack-param-grads` runs PGD with parameter gradients on
+# (the lever it shows is keeping them off, as both codes do).
+VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
+    "ours": ("as `oatdeploy train` runs here (bf16 autocast where native, channels-last)", {}),
+    "fp32": ("--no-amp: fp32, like the reference", {"amp": False}),
+    "fp32-nchw": ("--no-amp --no-channels-last: fp32 and NCHW tensors", {"amp": False, "channels_last": False}),
+    "nchw": ("--no-channels-last", {"channels_last": False}),
+    "compile": ("--compile: torch.compile of the model (training and attack)", {"compile": True}),
+    "fp32-compile": ("--no-amp --compile", {"amp": False, "compile": True}),
+    "attack-param-grads": ("PGD with parameter gradients on (autograd.grad still computes none of them)", {}),
+}
 
-def reference_step_seconds(ref_dir: Path, batch_size: int, pgd_steps: int, steps: int, warmup: int,
-                           input_shape: tuple[int, int, int], device: torch.device) -> list[float]:
+
+@contextlib.contextmanager
+def eval_only(model: torch.nn.Module) -> Iterator[None]:
+    """frozen_eval without freezing the parameters: what the attack costs when they require gradients."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def ours(name: str, args: argparse.Namespace, shape: tuple[int, int, int]) -> Callable[[], None]:
+    step, _ = train_step(args.arch, args.batch_size, args.pgd_steps, shape, (1.0,), args.device, **VARIANTS[name][1])
+    if name != "attack-param-grads":
+        return step
+
+    def unfrozen() -> None:
+        saved = oatdeploy.trainer.frozen_eval
+        oatdeploy.trainer.frozen_eval = eval_only
+        try:
+            step()
+        finally:
+            oatdeploy.trainer.frozen_eval = saved
+
+    return unfrozen
+
+
+def reference(ref_dir: Path, batch_size: int, pgd_steps: int, input_shape: tuple[int, int, int],
+              device: torch.device) -> Callable[[], None]:
     sys.path.insert(0, str(ref_dir))
     if device.type == "cpu":
         torch.Tensor.cuda = lambda self, *a, **k: self  # the reference hard-codes .cuda()
@@ -64,16 +111,19 @@ def reference_step_seconds(ref_dir: Path, batch_size: int, pgd_steps: int, steps
         loss.backward()
         optimizer.step()
 
-    return time_steps(step, steps, warmup, device)
+    return step
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-dir", type=Path, required=True)
+    parser.add_argument("--variants", default="ours,reference",
+                        help=f"comma-separated: reference, {', '.join(VARIANTS)}")
+    parser.add_argument("--arch", default="resnet34", help="ours only; the reference is its ResNet-34")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--pgd-steps", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--input-shape", default="3,32,32")
     parser.add_argument("--device", default="auto")
@@ -82,29 +132,43 @@ def main() -> None:
     shape = tuple(int(v) for v in args.input_shape.split(","))
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    ours: list[float] = []
-    ref: list[float] = []
+    args.device = device.type
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n != "reference" and n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from reference, {', '.join(VARIANTS)}")
+    if "reference" in names and (args.arch != "resnet34" or shape[0] != 3):
+        parser.error("the reference is the paper's ResNet-34 on 3-channel images: drop it or use --arch resnet34")
     started = time.time()
+    steps: dict[str, Callable[[], None]] = {}
+    for name in names:
+        steps[name] = (reference(args.reference_dir, args.batch_size, args.pgd_steps, shape, device)
+                       if name == "reference" else ours(name, args, shape))
+        t0 = time.perf_counter()
+        time_steps(steps[name], 0, args.warmup, device)
+        print(f"{name}: built and warmed up in {time.perf_counter() - t0:.1f} s", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
-        ours += train_step_seconds("resnet34", args.batch_size, args.pgd_steps, args.steps, shape, (1.0,),
-                                   args.warmup, device.type)
-        ref += reference_step_seconds(args.reference_dir, args.batch_size, args.pgd_steps, args.steps, args.warmup,
-                                      shape, device)
-        print(f"round {r + 1}: ours {statistics.median(ours):.3f} s/step, "
-              f"reference {statistics.median(ref):.3f} s/step")
-    report = {
+        for name, step in steps.items():
+            times[name] += time_steps(step, args.steps, 0, device)
+        print(f"round {r + 1}: " + ", ".join(f"{n} {statistics.median(t):.3f} s" for n, t in times.items()), flush=True)
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    ref = medians.get("reference")
+    report: dict[str, Any] = {
         "command": "python benchmarks/train_step.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu": cpu_name(), "gpu": gpu_name() if device.type == "cuda" else None,
                     "threads": torch.get_num_threads()},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "config": {"arch": "resnet34", "batch_size": args.batch_size, "pgd_steps": args.pgd_steps,
-                   "input_shape": list(shape), "device": device.type, "amp_bf16": device.type == "cuda"},
-        "ours_median_s": statistics.median(ours), "reference_median_s": statistics.median(ref),
-        "ours_over_reference": statistics.median(ours) / statistics.median(ref),
-        "ours_s": ours, "reference_s": ref, "wall_s": round(time.time() - started, 1),
+        "config": {"arch": args.arch, "batch_size": args.batch_size, "pgd_steps": args.pgd_steps,
+                   "input_shape": list(shape), "device": device.type},
+        "variants": {n: {"what": "the paper's code" if n == "reference" else VARIANTS[n][0],
+                         "median_s": medians[n], "over_reference": medians[n] / ref if ref else None,
+                         "times_s": times[n]} for n in names},
+        "wall_s": round(time.time() - started, 1),
     }
-    print(f"ours {report['ours_median_s']:.3f} s/step, reference {report['reference_median_s']:.3f} s/step, "
-          f"ratio ours/reference {report['ours_over_reference']:.3f}")
+    for n in names:
+        print(f"{n:20s} median {medians[n]:.3f} s/step" + (f", ratio to the reference {medians[n] / ref:.3f}"
+                                                           if ref else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, report)
     print(f"wrote {args.out}")

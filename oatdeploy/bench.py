@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 
 import torch
 
+from oatdeploy.config import DEFAULT_LAMBDAS, TrainConfig
+from oatdeploy.distributed import DistInfo
+from oatdeploy.lambdas import build_table
 from oatdeploy.checkpoint import model_from_config
-from oatdeploy.lambdas import DEFAULT_LAMBDAS, build_table
-from oatdeploy.trainer import DistInfo, OATStep, TrainConfig, make_optimizer, resolve_device
+from oatdeploy.trainer import OATStep, make_optimizer, prepare_model, resolve_device
 
 
-def train_step_seconds(arch: str = "resnet34", batch_size: int = 16, pgd_steps: int = 3, steps: int = 10,
-                       input_shape: tuple[int, int, int] = (3, 32, 32), widths: tuple[float, ...] = (1.0,),
-                       warmup: int = 2, device: str = "auto", num_classes: int = 10) -> list[float]:
-    """Wall seconds of each timed OAT step (forward, PGD on the λ > 0 samples, backward, SGD update)."""
+def train_step(arch: str = "resnet34", batch_size: int = 16, pgd_steps: int = 3,
+               input_shape: tuple[int, int, int] = (3, 32, 32), widths: tuple[float, ...] = (1.0,),
+               device: str = "auto", num_classes: int = 10, **levers: bool) -> tuple[Callable[[], None], torch.device]:
+    """One OAT step (forward, PGD on the λ > 0 samples, backward, SGD update) as `oatdeploy train` runs it here;
+    `levers` set TrainConfig's speed fields (amp, compile, channels_last) to measure each one."""
     cfg = TrainConfig(arch=arch, batch_size=batch_size, pgd_steps=pgd_steps, widths=list(widths),
                       lambdas=list(DEFAULT_LAMBDAS), eps=8 / 255, device=device, num_classes=num_classes,
-                      input_shape=list(input_shape), out="")
+                      input_shape=list(input_shape), out="", **levers)
     dev = resolve_device(cfg, DistInfo())
-    model = model_from_config(asdict(cfg)).to(dev).train()
-    if dev.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    model = model_from_config(asdict(cfg))
+    prepare_model(model, cfg, dev)
     step = OATStep(model, cfg, build_table(cfg.enc_kind, cfg.lambdas, cfg.enc_dim, cfg.seed), dev, seed=0)
-    opt, sched = make_optimizer(model, cfg, total_steps=warmup + steps)
+    opt, sched = make_optimizer(model, cfg, total_steps=1000)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch_size, *input_shape, generator=gen)
     y = torch.randint(num_classes, (batch_size,), generator=gen)
@@ -36,7 +38,15 @@ def train_step_seconds(arch: str = "resnet34", batch_size: int = 16, pgd_steps: 
         opt.step()
         sched.step()
 
-    return time_steps(one_step, steps, warmup, dev)
+    return one_step, dev
+
+
+def train_step_seconds(arch: str = "resnet34", batch_size: int = 16, pgd_steps: int = 3, steps: int = 10,
+                       input_shape: tuple[int, int, int] = (3, 32, 32), widths: tuple[float, ...] = (1.0,),
+                       warmup: int = 2, device: str = "auto", num_classes: int = 10) -> list[float]:
+    """Wall seconds of each timed OAT step."""
+    step, dev = train_step(arch, batch_size, pgd_steps, input_shape, widths, device, num_classes)
+    return time_steps(step, steps, warmup, dev)
 
 
 def time_steps(step: Callable[[], None], steps: int, warmup: int, device: torch.device) -> list[float]:

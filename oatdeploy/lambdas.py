@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from oatdeploy.config import DEFAULT_LAMBDAS  # noqa: F401  (defined with TrainConfig, torch-free)
 from oatdeploy.errors import OatError
 
-DEFAULT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 ENCODINGS = ("rand", "none", "onehot", "dct")
 
 

@@ -5,209 +5,192 @@ One step, for a batch with its λs sorted so the λ = 0 samples come first:
     x_adv = PGD(model at λ, eval mode, no param grads) on the λ > 0 samples only
     loss  = mean((1 − λ)·CE(model(x)) + λ·CE(model(x_adv)))    (dual BN routes by λ)
     loss.backward()                                             (gradients add up over widths)
-  all-reduce the gradients (torchrun), SGD step, cosine LR step.
+  SGD step, cosine LR step.
+
+Under torchrun the loss runs through DistributedDataParallel (distributed.py): its all-reduce overlaps
+the last width's backward, the PGD passes go through the bare model so they never reach DDP's hooks,
+and a parameter no rank used in a step keeps no gradient, exactly as in a one-process run.
 
 Widths: every width trains every step (slimmable networks' "all widths" rule). The sandwich rule
 (smallest + largest + random middle) only saves work with many widths; with the paper's 2–4 widths
 it is the same set, so `all` is the default and `sandwich` is an option.
+
+Runs stop cleanly on SIGTERM/SIGINT (preemption.py) and resume per rank (resume.py).
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import json
 import logging
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from oatdeploy import data as datasets
 from oatdeploy.atomic import atomic_write_json
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.checkpoint import model_from_config, read_checkpoint, save_checkpoint
-from oatdeploy.errors import OatError
-from oatdeploy.lambdas import (
-    DEFAULT_LAMBDAS,
-    build_table,
-    check_lambdas,
-    check_weights,
-    check_widths,
-    sample_indices,
+from oatdeploy.config import TrainConfig, changed_from_default, resumed_config
+from oatdeploy.distributed import (
+    DistInfo,
+    any_rank,
+    average_buffers,
+    gather_to_main,
+    heartbeat,
+    init_distributed,
+    is_comm_failure,
+    lost_rank_error,
+    shutdown,
+    wrap_ddp,
 )
+from oatdeploy.errors import OatError
+from oatdeploy.lambdas import build_table, check_lambdas, check_weights, check_widths, sample_indices
 from oatdeploy.models import OATModel
 from oatdeploy.nn import FILM_KINDS, SwitchableFiLM
+from oatdeploy.preemption import StopRequests, TrainingInterrupted
+from oatdeploy.resume import RankStreams, restore_streams
 
 log = logging.getLogger("oatdeploy.train")
 
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; written resolved to RUN/config.json and into the checkpoint."""
-
-    out: str = "runs/oat"
-    dataset: str = "fmnist-mini"
-    data_dir: str | None = None
-    arch: str = "resnet20"
-    lambdas: list[float] = field(default_factory=lambda: list(DEFAULT_LAMBDAS))
-    widths: list[float] = field(default_factory=lambda: [1.0])
-    width_rule: str = "all"
-    epochs: int = 10
-    max_steps: int | None = None
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    eps: float | None = None
-    pgd_steps: int = 7
-    step_size: float | None = None
-    enc_kind: str = "rand"
-    enc_dim: int = 128
-    film: str = "linear"  # FiLM kind: linear (per-λ table), mlp (the paper's MLP, identity start), paper (its init too)
-    film_lr_scale: float = 10.0  # FiLM's learning rate as a multiple of --lr (each λ's row sees a fraction of the data)
-    film_weight_decay: float | None = 0.0  # None: the same as --weight-decay
-    clean_share: float | None = None
-    lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
-    train_limit: int | None = None
-    val_split: bool = False  # hold out the last 5,000 training images, as the paper's code does
-    augment: bool = True
-    dual_bn: bool = True  # False: every sample uses the clean BN (the paper's ablation)
-    seed: int = 0
-    save_every: int = 0
-    amp: bool = True
-    world_size: int = 1
-    device: str = "auto"
-    # Filled in from the dataset:
-    num_classes: int = 0
-    input_shape: list[int] = field(default_factory=list)
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False  # we created the process group, so we tear it down
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """torchrun sets WORLD_SIZE/RANK; use gloo on CPU and nccl on CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    owns = not dist.is_initialized()
-    if owns:
-        # torch.optim imports torch._dynamo on the first optimizer; done while a group exists, that import
-        # leaves references to the group that destroy_process_group() cannot drop, so gloo's worker threads
-        # outlive it and may free their last work (holding our tensors) during interpreter shutdown, which
-        # aborts the process ("terminate called without an active exception", about 1 run in 40).
-        importlib.import_module("torch._dynamo")
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
-
-
 def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
-    return torch.device("cpu")
+    """`--device` made concrete: auto picks CUDA when present; a process takes the GPU of its local rank."""
+    if device_type(cfg.device) != "cuda":
+        return torch.device(device_type(cfg.device))
+    index = None if cfg.device == "auto" else torch.device(cfg.device).index
+    device = torch.device("cuda", info.local_rank if index is None else index)
+    torch.cuda.set_device(device)
+    return device
 
 
-def sync_gradients(model: OATModel, world_size: int) -> None:
-    """Average gradients over ranks in one flat all-reduce (missing grads count as zero)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world_size
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p)
-        offset += n
+def device_type(name: str) -> str:
+    """'cpu' or 'cuda' for --device auto/cpu/cuda/cuda:N."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.device(name).type
+    except RuntimeError:
+        raise OatError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
 
 
-def sync_buffers(model: OATModel, world_size: int) -> None:
-    """Average BN running statistics over ranks before a save (each rank saw its own shard)."""
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            dist.all_reduce(buf)
-            buf /= world_size
+def prepare_model(model: OATModel, cfg: TrainConfig, device: torch.device) -> None:
+    """Move the model to its device, in channels-last memory format if asked (inputs follow in OATStep)."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively, so that autocast pays: CUDA GPUs with bf16, and CPUs with
+    AVX-512 BF16 or AMX (elsewhere bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def compile_model(model: OATModel) -> nn.Module:
+    """torch.compile with room for every (train/eval, width, clean split) graph a run traces."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16 * len(model.widths))
+    return torch.compile(model)
+
+
+def step_widths(count: int, rule: str, generator: torch.Generator) -> list[int]:
+    """Width indices one step trains: all of them, or (sandwich) largest, smallest and one random middle."""
+    if rule == "all" or count <= 2:
+        return list(range(count))
+    middle = 1 + int(torch.randint(count - 2, (1,), generator=generator))
+    return [count - 1, 0, middle]
+
+
+class OATObjective(nn.Module):
+    """The training forward of one width: clean and adversarial passes and the weighted loss.
+
+    One module, so that DistributedDataParallel sees one forward per backward and finds the
+    parameters a step did not use from this forward's graph.
+    """
+
+    def __init__(self, model: OATModel, dual_bn: bool) -> None:
+        super().__init__()
+        self.model, self.dual_bn = model, dual_bn
+
+    def forward(self, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, enc: torch.Tensor,
+                lam: torch.Tensor, n_clean: int, width_idx: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        logits = self.model(x, enc, n_clean if self.dual_bn else x.shape[0], width_idx)
+        per_sample = (1 - lam) * F.cross_entropy(logits.float(), y, reduction="none")
+        logits_adv = None
+        if x_adv is not None:
+            logits_adv = self.model(x_adv, enc[n_clean:], 0 if self.dual_bn else x_adv.shape[0], width_idx)
+            la = F.cross_entropy(logits_adv.float(), y[n_clean:], reduction="none")
+            per_sample = per_sample + F.pad(lam[n_clean:] * la, (n_clean, 0))
+        return per_sample.mean(), logits, logits_adv
 
 
 class OATStep:
     """The training step of the module docstring, with its RNGs, shared by `train` and `bench`."""
 
     def __init__(self, model: OATModel, cfg: TrainConfig, encoding: torch.Tensor, device: torch.device,
-                 seed: int) -> None:
+                 seed: int, rank: int = 0, ddp: bool = False) -> None:
         self.model, self.cfg, self.device = model, cfg, device
         self.enc_table = encoding.to(device)
         self.lam_values = torch.tensor(cfg.lambdas, device=device)
         self.pgd = PGDConfig(eps=float(cfg.eps), steps=cfg.pgd_steps, step_size=cfg.step_size)
-        self.lam_gen = torch.Generator().manual_seed(seed)
-        self.attack_gen = torch.Generator().manual_seed(seed + 1)
+        self.streams = RankStreams.seeded(seed, rank)
         self.width_gen = torch.Generator().manual_seed(cfg.seed + 2)  # same on every rank
-        self.autocast = device.type == "cuda" and cfg.amp
-        self.channels_last = device.type == "cuda"
+        self.autocast = cfg.amp and bf16_native(device)
+        self.channels_last = cfg.channels_last
+        # The attack and the training forward share one compiled module (dynamo keeps a graph per mode and width).
+        self.net = compile_model(model) if cfg.compile else model
+        self.objective = OATObjective(self.net, cfg.dual_bn)
+        self.ddp = wrap_ddp(self.objective, device) if ddp else None
 
     def widths_for_step(self) -> list[int]:
-        n = len(self.cfg.widths)
-        if self.cfg.width_rule == "all" or n <= 2:
-            return list(range(n))
-        middle = 1 + int(torch.randint(n - 2, (1,), generator=self.width_gen))
-        return [n - 1, 0, middle]
+        return step_widths(len(self.cfg.widths), self.cfg.width_rule, self.width_gen)
 
-    def bn_split(self, n_clean: int, x: torch.Tensor) -> int:
-        """How many leading samples take the clean BN: all of them when dual BN is ablated."""
-        return n_clean if self.cfg.dual_bn else x.shape[0]
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor, width_idx: int, lam_idx: torch.Tensor,
-             n_clean: int) -> tuple[torch.Tensor, dict[str, float]]:
-        lam = self.lam_values[lam_idx]
-        enc = self.enc_table[lam_idx]
-        n_adv = x.shape[0] - n_clean
-        x_adv = None
-        if n_adv > 0:
-            with frozen_eval(self.model), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                x_adv = pgd_attack(lambda z: self.model(z, enc[n_clean:], self.bn_split(0, z), width_idx), x[n_clean:],
-                                   y[n_clean:], self.pgd, generator=self.attack_gen)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-            logits = self.model(x, enc, self.bn_split(n_clean, x), width_idx)
-            per_sample = (1 - lam) * F.cross_entropy(logits.float(), y, reduction="none")
-            stats = {"sa": float((logits.argmax(1) == y).float().mean())}
-            if x_adv is not None:
-                logits_adv = self.model(x_adv, enc[n_clean:], self.bn_split(0, x_adv), width_idx)
-                la = F.cross_entropy(logits_adv.float(), y[n_clean:], reduction="none")
-                per_sample = per_sample + F.pad(lam[n_clean:] * la, (n_clean, 0))
-                stats["ra"] = float((logits_adv.argmax(1) == y[n_clean:]).float().mean())
-        return per_sample.mean(), stats
+    def attack(self, x: torch.Tensor, y: torch.Tensor, enc: torch.Tensor, width_idx: int) -> torch.Tensor:
+        """PGD through the bare model (never DDP's hooks), eval mode, no parameter gradients."""
+        bn_split = 0 if self.cfg.dual_bn else x.shape[0]
+        with frozen_eval(self.model), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+            return pgd_attack(lambda z: self.net(z, enc, bn_split, width_idx), x, y, self.pgd,
+                              generator=self.streams.attack)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Forward/backward over the step's widths; leaves gradients in the model (no optimizer step)."""
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        lam_idx, n_clean = sample_indices(x.shape[0], self.cfg.lambdas, self.lam_gen, self.cfg.clean_share,
+        lam_idx, n_clean = sample_indices(x.shape[0], self.cfg.lambdas, self.streams.lam, self.cfg.clean_share,
                                           self.cfg.lambda_weights)
         lam_idx = lam_idx.to(self.device)
+        lam, enc = self.lam_values[lam_idx], self.enc_table[lam_idx]
+        widths = self.widths_for_step()
         total, stats = 0.0, {}
-        for w in self.widths_for_step():
-            loss, stats = self.loss(x, y, w, lam_idx, n_clean)
-            loss.backward()
+        for i, w in enumerate(widths):
+            x_adv = self.attack(x[n_clean:], y[n_clean:], enc[n_clean:], w) if n_clean < x.shape[0] else None
+            forward = self.ddp or self.objective
+            # DDP all-reduces once, after the last width's backward; earlier widths accumulate locally.
+            sync = contextlib.nullcontext() if self.ddp is None or i == len(widths) - 1 else self.ddp.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+                    loss, logits, logits_adv = forward(x, x_adv, y, enc, lam, n_clean, w)
+                loss.backward()
             total += loss.item()
+            stats = {"sa": float((logits.argmax(1) == y).float().mean())}
+            if logits_adv is not None:
+                stats["ra"] = float((logits_adv.argmax(1) == y[n_clean:]).float().mean())
         return {"loss": total, **stats}
 
 
@@ -235,6 +218,10 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
         raise OatError(f"--width-rule must be 'all' or 'sandwich', got {cfg.width_rule!r}")
     if cfg.batch_size < 2:
         raise OatError(f"--batch-size must be at least 2, got {cfg.batch_size}")
+    if cfg.batch_size % world_size or cfg.batch_size // world_size < 2:
+        raise OatError(f"--batch-size {cfg.batch_size} is the global batch and must split into at least 2 samples "
+                       f"for each of the {world_size} processes; use a multiple of {world_size}, at least "
+                       f"{2 * world_size}")
     if cfg.epochs < 1:
         raise OatError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
@@ -259,105 +246,163 @@ def setup_logging(out: Path, is_main: bool) -> None:
     log.setLevel(logging.INFO)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train a supernet; returns the checkpoint path (RUN/supernet.pt)."""
-    info = init_distributed()
+class Run:
+    """One training run on this rank: model, optimizer, data order and random streams, from scratch or a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, train_set: datasets.ArrayDataset,
+                 payload: dict[str, Any] | None) -> None:
+        self.cfg, self.info, self.train_set = cfg, info, train_set
+        self.out = Path(cfg.out)
+        self.ckpt_path = self.out / "supernet.pt"
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg, info)
+        self.encoding = payload["encoding"] if payload else build_table(cfg.enc_kind, cfg.lambdas, cfg.enc_dim,
+                                                                        cfg.seed)
+        self.model = model_from_config(asdict(cfg))
+        if payload:
+            self.model.load_state_dict(payload["model"])
+        prepare_model(self.model, cfg, self.device)
+
+        self.sampler = torch.utils.data.DistributedSampler(range(len(train_set)), num_replicas=info.world_size,
+                                                           rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.per_rank_batch = cfg.batch_size // info.world_size
+        self.steps_per_epoch = len(self.sampler) // self.per_rank_batch
+        if self.steps_per_epoch < 1:
+            raise OatError(f"the dataset has {len(train_set)} training samples, fewer than one batch of "
+                           f"{cfg.batch_size}; lower --batch-size")
+        total_steps = cfg.epochs * self.steps_per_epoch
+        self.stop_at = min(total_steps, cfg.max_steps or total_steps)
+        self.opt, self.sched = make_optimizer(self.model, cfg, total_steps)
+        self.step_fn = OATStep(self.model, cfg, self.encoding, self.device, seed=cfg.seed, rank=info.rank,
+                               ddp=info.distributed)
+        self.step = 0
+        if payload:
+            state = payload["trainer"]
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+            self.step_fn.width_gen.set_state(state["width_gen"])
+            self.step_fn.streams, note = restore_streams(state, cfg.seed, info.rank, info.world_size, self.step)
+            if note and info.is_main:
+                log.warning("%s", note)
+
+    def trainer_state(self) -> dict[str, Any] | None:
+        """Optimizer, schedule, step and every rank's random streams (on rank 0; None on the others)."""
+        streams = self.step_fn.streams.state()
+        per_rank = gather_to_main(streams, self.info) if self.info.distributed else [streams]
+        if not self.info.is_main:
+            return None
+        return {"step": self.step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "width_gen": self.step_fn.width_gen.get_state(), "world_size": self.info.world_size,
+                "rank_streams": per_rank}
+
+    def save(self) -> None:
+        """Every rank calls this (their streams are gathered); rank 0 writes, atomically."""
+        state = self.trainer_state()
+        if state is not None:
+            save_checkpoint(self.ckpt_path, self.model, asdict(self.cfg), self.encoding, state)
+
+    def train_step(self, order: torch.Tensor, b: int) -> dict[str, float]:
+        idx = order[b * self.per_rank_batch : (b + 1) * self.per_rank_batch]
+        x, y = self.train_set.x[idx], self.train_set.y[idx]
+        if self.cfg.augment:
+            x = self.train_set.augment(x, self.step_fn.streams.aug)
+        self.opt.zero_grad(set_to_none=True)
+        stats = self.step_fn(x, y)
+        self.opt.step()
+        self.sched.step()
+        if self.info.distributed:
+            average_buffers(self.model, self.info.world_size)
+        self.step += 1
+        return stats
+
+    def stop_requested(self, stop: StopRequests) -> int:
+        """The signal to stop on, agreed by every rank so that all of them save the same step."""
+        if not self.info.distributed:
+            return stop.signum
+        heartbeat(self.info, self.step)
+        return any_rank(stop.signum, self.device)
+
+    def run(self, stop: StopRequests, progress: bool) -> Path:
+        cfg, info = self.cfg, self.info
+        bar = tqdm(total=self.stop_at, initial=self.step, desc="train", unit="step",
+                   disable=not (progress and info.is_main))
+        self.model.train()
+        t0 = time.perf_counter()
+        while self.step < self.stop_at:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch)
+            order = torch.tensor(list(self.sampler), dtype=torch.long)
+            for b in range(in_epoch, self.steps_per_epoch):
+                stats = self.train_step(order, b)
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats['sa']:.2f}", ra=f"{stats.get('ra', 0):.2f}")
+                if info.is_main and (self.step % 20 == 0 or self.step == self.stop_at):
+                    log.info("epoch %d step %d/%d loss %.4f sa %.3f ra %.3f lr %.4g", epoch, self.step, self.stop_at,
+                             stats["loss"], stats["sa"], stats.get("ra", math.nan), self.sched.get_last_lr()[0])
+                if self.step >= self.stop_at:
+                    break
+                signum = self.stop_requested(stop)
+                if signum:
+                    bar.close()
+                    self.save()
+                    if info.is_main:
+                        log.info("stopped by signal %d after step %d/%d; checkpoint written", signum, self.step,
+                                 self.stop_at)
+                    raise TrainingInterrupted(signum, self.step, self.stop_at, str(self.ckpt_path))
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save()
+            if self.step < self.stop_at:
+                self.save()
+        bar.close()
+        self.save()
+        if info.is_main:
+            log.info("done: %d steps in %.1f s", self.step, time.perf_counter() - t0)
+        return self.ckpt_path
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          given: Collection[str] | None = None) -> Path:
+    """Train a supernet; returns the checkpoint path (RUN/supernet.pt).
+
+    `resume` continues RUN/supernet.pt; `given` names the fields the caller set on purpose (the CLI
+    passes the options on its command line; by default, fields that differ from TrainConfig's defaults),
+    and any of them that contradicts the checkpoint is refused. SIGTERM/SIGINT end the current step,
+    write the checkpoint and raise TrainingInterrupted; a rank that stops answering raises RankLost.
+    """
     out = Path(cfg.out)
-    ckpt_path = out / "supernet.pt"
-    state: dict[str, Any] = {}
+    payload = None
     if resume:
-        if not ckpt_path.is_file():
-            raise OatError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-        payload = read_checkpoint(ckpt_path)
-        cfg = TrainConfig(**{**payload["config"], "out": str(out), "max_steps": cfg.max_steps})
-        state = payload["trainer"]
+        ckpt = out / "supernet.pt"
+        if not ckpt.is_file():
+            raise OatError(f"--resume: no checkpoint at {ckpt}; start without --resume")
+        payload = read_checkpoint(ckpt)
+        cfg = resumed_config(payload["config"], cfg, changed_from_default(cfg) if given is None else given, str(ckpt))
     train_set = datasets.load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_limit,
                                       val_split=cfg.val_split)
-    cfg = resolve_config(cfg, train_set, info.world_size)
-    out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out, info.is_main)
-
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg, info)
-    encoding = payload["encoding"] if resume else build_table(cfg.enc_kind, cfg.lambdas, cfg.enc_dim, cfg.seed)
-    model = model_from_config(asdict(cfg))
-    if resume:
-        model.load_state_dict(payload["model"])
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-
-    sampler = torch.utils.data.DistributedSampler(range(len(train_set)), num_replicas=info.world_size,
-                                                  rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    per_rank_batch = max(2, cfg.batch_size // info.world_size)
-    steps_per_epoch = len(sampler) // per_rank_batch
-    if steps_per_epoch < 1:
-        raise OatError(f"the dataset has {len(train_set)} training samples, fewer than one batch of "
-                       f"{cfg.batch_size}; lower --batch-size")
-    total_steps = cfg.epochs * steps_per_epoch
-    stop_at = min(total_steps, cfg.max_steps or total_steps)
-    opt, sched = make_optimizer(model, cfg, total_steps)
-    step_fn = OATStep(model, cfg, encoding, device, seed=cfg.seed + 1000 * info.rank)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 7 + 1000 * info.rank)
-    step = 0
-    if resume:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        for gen, key in ((step_fn.lam_gen, "lam_gen"), (step_fn.attack_gen, "attack_gen"),
-                         (step_fn.width_gen, "width_gen"), (aug_gen, "aug_gen")):
-            gen.set_state(state[key])
-    if info.is_main:
-        atomic_write_json(out / "config.json", asdict(cfg))
-        log.info("config %s", json.dumps(asdict(cfg)))
-
-    def save() -> None:
-        if info.world_size > 1:
-            sync_buffers(model, info.world_size)
-        if info.is_main:
-            trainer_state = {
-                "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "lam_gen": step_fn.lam_gen.get_state(), "attack_gen": step_fn.attack_gen.get_state(),
-                "width_gen": step_fn.width_gen.get_state(), "aug_gen": aug_gen.get_state(),
-            }
-            save_checkpoint(ckpt_path, model, asdict(cfg), encoding, trainer_state)
-
-    bar = tqdm(total=stop_at, initial=step, desc="train", unit="step", disable=not (progress and info.is_main))
-    model.train()
-    t0 = time.perf_counter()
-    while step < stop_at:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler), dtype=torch.long)
-        for b in range(in_epoch, steps_per_epoch):
-            idx = order[b * per_rank_batch : (b + 1) * per_rank_batch]
-            x, y = train_set.x[idx], train_set.y[idx]
-            if cfg.augment:
-                x = train_set.augment(x, aug_gen)
-            opt.zero_grad(set_to_none=True)
-            stats = step_fn(x, y)
-            if info.world_size > 1:
-                sync_gradients(model, info.world_size)
-            opt.step()
-            sched.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats['sa']:.2f}", ra=f"{stats.get('ra', 0):.2f}")
-            if info.is_main and (step % 20 == 0 or step == stop_at):
-                log.info("epoch %d step %d/%d loss %.4f sa %.3f ra %.3f lr %.4g", epoch, step, stop_at,
-                         stats["loss"], stats["sa"], stats.get("ra", math.nan), sched.get_last_lr()[0])
-            if step >= stop_at:
-                break
-            if cfg.save_every and step % cfg.save_every == 0:
-                save()
-        if step < stop_at:
-            save()
-    bar.close()
-    save()
-    if info.is_main:
-        log.info("done: %d steps in %.1f s", step, time.perf_counter() - t0)
-    if info.owns_group:
-        # Every rank waits for rank 0's checkpoint; exiting with a live gloo group aborts the process.
-        dist.barrier()
-        dist.destroy_process_group()
-    return ckpt_path
+    if cfg.dist_timeout <= 0:
+        raise OatError(f"--dist-timeout is in seconds and must be positive, got {cfg.dist_timeout}")
+    info = init_distributed(cfg.dist_timeout, device_type(cfg.device))
+    run: Run | None = None
+    clean_exit = False
+    try:
+        cfg = resolve_config(cfg, train_set, info.world_size)
+        out.mkdir(parents=True, exist_ok=True)
+        setup_logging(out, info.is_main)
+        with StopRequests(announce=info.is_main) as stop:
+            run = Run(cfg, info, train_set, payload)
+            if info.is_main:
+                atomic_write_json(out / "config.json", asdict(cfg))
+                log.info("config %s", json.dumps(asdict(cfg)))
+            path = run.run(stop, progress)
+        clean_exit = True
+        return path
+    except TrainingInterrupted:
+        clean_exit = True
+        raise
+    except RuntimeError as e:
+        if not (info.distributed and is_comm_failure(e)):
+            raise
+        raise lost_rank_error(info, run.step if run else -1, e) from None
+    finally:
+        shutdown(info, clean_exit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,59 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert len(manifest["variants"]) == 12 and all(v["latency"] for v in manifest["variants"])
     assert "budget 1 (p50 ≤" in result.stdout and "budget 2 (" in result.stdout  # each budget, in words
     assert (tmp_path / "demo" / "deploy" / "tradeoff-ort-fp32.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_train_config_field_is_an_option_with_help() -> None:
+    from oatdeploy.commands.train import train
+    from oatdeploy.config import user_fields
+
+    options = {p.name: p for p in train.params}
+    missing = [f.name for f in user_fields() if f.name not in options or not options[f.name].help]
+    assert not missing, f"TrainConfig fields without an option or its help: {missing}"
+
+
+@pytest.fixture()
+def run_copy(tiny_ckpt: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_ckpt.parent, tmp_path / "run"))
+
+
+def test_resume_refuses_options_that_contradict_the_checkpoint(run_copy: Path) -> None:
+    before = (run_copy / "supernet.pt").read_bytes()
+    result = oatdeploy_cli("train", "--resume", "--out", str(run_copy), "--lr", "0.05", "--single-bn",
+                           "--widths", "0.5,1", "--max-steps", "4")
+    assert_usage_error(result, "--lr 0.05", "--single-bn", "contradict", "--dual-bn", "--lr 0.1")
+    assert "--widths" not in result.stderr  # the same value as the checkpoint's is not a contradiction
+    assert (run_copy / "supernet.pt").read_bytes() == before
+
+
+def test_resume_accepts_the_original_command_line(run_copy: Path) -> None:
+    """A requeued job reruns its script with --resume added: the same options must be accepted."""
+    result = oatdeploy_cli("train", "--resume", "--out", str(run_copy), "--lambdas", "0,0.4,1", "--widths", "0.5,1",
+                           "--batch-size", "32", "--pgd-steps", "2", "--train-limit", "1024", "--max-steps", "4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((run_copy / "config.json").read_text())["max_steps"] == 4
+
+
+def test_config_replays_a_run_exactly(tiny_ckpt: Path, tmp_path: Path) -> None:
+    import torch
+
+    from oatdeploy.checkpoint import read_checkpoint
+
+    result = oatdeploy_cli("train", "--config", str(tiny_ckpt.parent / "config.json"), "--out", str(tmp_path / "r"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    a, b = read_checkpoint(tiny_ckpt), read_checkpoint(tmp_path / "r" / "supernet.pt")
+    assert {k: v for k, v in a["config"].items() if k != "out"} == {k: v for k, v in b["config"].items() if k != "out"}
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+
+@pytest.mark.parametrize(("config", "extra", "needles"), [
+    ({"lr": 0.1, "colour": "red"}, [], ["unknown field(s) colour"]),
+    ({"lr": -1}, [], ["--lr", "-1"]),
+    ({"lr": 0.1}, ["--resume"], ["--config", "--resume"]),
+])
+def test_bad_config_files_exit_2(tmp_path: Path, config: dict, extra: list[str], needles: list[str]) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = oatdeploy_cli("train", "--config", str(path), "--out", str(tmp_path / "r"), *extra)
+    assert_usage_error(result, *needles)
+    assert not (tmp_path / "r" / "supernet.pt").exists()

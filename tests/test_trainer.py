@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,7 @@ from conftest import TINY, train_run
 import oatdeploy
 from oatdeploy.checkpoint import read_checkpoint, save_checkpoint
 from oatdeploy.data import load_dataset
-from oatdeploy.errors import ArtifactError
+from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model
 from oatdeploy.trainer import OATStep, TrainConfig, make_optimizer
@@ -93,3 +98,47 @@ def test_the_lambda_knob_turns_after_a_short_run(trained_run: Path) -> None:
     with torch.no_grad():
         mid, robust = sn.subnet(0.4, 1.0)(x), sn.subnet(1.0, 1.0)(x)
     assert float((mid - robust).norm() / robust.norm()) > 0.2
+
+
+SMALL = ["--lambdas", "0,0.4,1", "--widths", "0.25,0.5", "--batch-size", "16", "--pgd-steps", "1",
+         "--train-limit", "512", "--max-steps", "6"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_step_and_resuming_ends_where_an_uninterrupted_run_does(tmp_path: Path, sig: int) -> None:
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "oatdeploy.cli", "train", *SMALL, "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    while not (run / "config.json").is_file() and time.monotonic() < deadline:  # written just before step 1
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    step = read_checkpoint(run / "supernet.pt")["trainer"]["step"]
+    assert 1 <= step < 6
+    assert f"stopped after step {step}/6" in err and f"oatdeploy train --resume --out {run}" in err, err[-2000:]
+    assert "Traceback" not in err
+    if sig == signal.SIGINT:
+        return  # the exit code is the difference; one full resume check is enough
+    resumed = subprocess.run([sys.executable, "-m", "oatdeploy.cli", "train", *SMALL, "--out", str(run), "--resume"],
+                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    from oatdeploy.trainer import TrainConfig, train
+
+    straight = train(TrainConfig(out=str(tmp_path / "straight"), lambdas=[0, 0.4, 1], widths=[0.25, 0.5],
+                                 batch_size=16, pgd_steps=1, train_limit=512, max_steps=6), progress=False)
+    a, b = read_checkpoint(straight), read_checkpoint(run / "supernet.pt")
+    assert a["trainer"]["step"] == b["trainer"]["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_the_global_batch_must_split_evenly_over_the_processes() -> None:
+    from oatdeploy.trainer import resolve_config
+
+    data = load_dataset("fmnist-mini", limit=64)
+    with pytest.raises(OatError, match="multiple of 2"):
+        resolve_config(TrainConfig(batch_size=15), data, world_size=2)
+    assert resolve_config(TrainConfig(batch_size=16), data, world_size=2).world_size == 2
