@@ -40,10 +40,9 @@ from oatdeploy.runtime.device import cpu_name, gpu_name
 # name -> (what it shows, TrainConfig levers). `attack-param-grads` runs PGD with parameter gradients on
 # (the lever it shows is keeping them off, as both codes do).
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
-    "ours": ("as `oatdeploy train` runs here (bf16 autocast where native, channels-last)", {}),
+    "ours": ("as `oatdeploy train` runs here (bf16 autocast where native, NCHW)", {}),
     "fp32": ("--no-amp: fp32, like the reference", {"amp": False}),
-    "fp32-nchw": ("--no-amp --no-channels-last: fp32 and NCHW tensors", {"amp": False, "channels_last": False}),
-    "nchw": ("--no-channels-last", {"channels_last": False}),
+    "channels-last": ("--channels-last", {"channels_last": True}),
     "compile": ("--compile: torch.compile of the model (training and attack)", {"compile": True}),
     "fp32-compile": ("--no-amp --compile", {"amp": False, "compile": True}),
     "attack-param-grads": ("PGD with parameter gradients on (autograd.grad still computes none of them)", {}),

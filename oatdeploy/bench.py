@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 
+from oatdeploy.checkpoint import model_from_config
 from oatdeploy.config import DEFAULT_LAMBDAS, TrainConfig
 from oatdeploy.distributed import DistInfo
 from oatdeploy.lambdas import build_table
-from oatdeploy.checkpoint import model_from_config
 from oatdeploy.trainer import OATStep, make_optimizer, prepare_model, resolve_device
 
 

@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0
     amp: bool = True
-    channels_last: bool = True
+    channels_last: bool = False  # torch 2.13's oneDNN conv backward corrupted the heap with it on a CPU
     compile: bool = False
     device: str = "auto"
     dist_timeout: float = 600.0

@@ -62,7 +62,8 @@ SPECS: dict[str, dict[str, Any]] = {
     "seed": {"help": "Seeds the model, data order, λs, PGD starts and augmentation."},
     "save_every": {"type": click.IntRange(min=0), "help": "Also checkpoint every N steps (0: at each epoch's end)."},
     "amp": {"help": "bf16 autocast where the hardware computes bf16 natively: CUDA, CPUs with AVX-512 BF16 or AMX."},
-    "channels_last": {"help": "Channels-last tensors (faster convolutions on CUDA and on x86 CPUs with oneDNN)."},
+    "channels_last": {"help": "Channels-last tensors: faster convolutions on CUDA (on a CPU, torch 2.13's oneDNN "
+                              "convolution backward corrupted memory with them, so it is off by default)."},
     "compile": {"help": "torch.compile the model for training and for the attack (minutes of compiling first)."},
     "device": {"help": "auto, cpu or cuda."},
     "dist_timeout": {"type": click.FloatRange(min=0, min_open=True),
