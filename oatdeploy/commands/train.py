@@ -38,11 +38,15 @@ from oatdeploy.commands.options import float_list
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also checkpoint every N steps.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--resume", is_flag=True, help="Continue RUN/supernet.pt exactly where it stopped.")
+@click.option("--force", is_flag=True, help="Start over even though RUN holds a checkpoint (it is replaced).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder.")
-def train(resume: bool, **kwargs: object) -> None:
+def train(resume: bool, force: bool, **kwargs: object) -> None:
     """Train one OAT/OATS supernet; writes RUN/supernet.pt, RUN/config.json and RUN/train.log."""
+    from oatdeploy.overwrite import check_run_folder
     from oatdeploy.trainer import TrainConfig
     from oatdeploy.trainer import train as run_training
+
+    check_run_folder(str(kwargs["out"]), force=force, resume=resume)
 
     path = run_training(TrainConfig(**kwargs), resume=resume)
     if os.environ.get("RANK", "0") == "0":
