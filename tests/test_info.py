@@ -6,24 +6,9 @@ import csv
 import io
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):
-    """The console entry point in this process: exit code, stdout, stderr."""
-    from oatdeploy.cli import main
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        with pytest.raises(SystemExit) as exited:
-            main(list(args))
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exited.value.code, out.out, out.err)
-
-    return run
 
 
 @pytest.fixture(scope="module")

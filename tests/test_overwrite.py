@@ -22,20 +22,6 @@ def quick_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_run(tmp_path_factory.mktemp("quick"), **QUICK, max_steps=1)
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):
-    """The console entry point in this process (its exit code, stdout and stderr), without a torch import per call."""
-    from oatdeploy.cli import main
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        with pytest.raises(SystemExit) as exited:
-            main(list(args))
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exited.value.code, out.out, out.err)
-
-    return run
-
-
 def one_error_line(result: subprocess.CompletedProcess[str], *needles: str) -> str:
     """Exit 2 and one line on stderr (after any progress bars of the work done before the refusal)."""
     assert result.returncode == 2, (result.stdout, result.stderr)

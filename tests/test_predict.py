@@ -16,20 +16,6 @@ from oatdeploy.images import load_image
 from oatdeploy.labels import FASHION_MNIST
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):
-    """The console entry point in this process: exit code, stdout, stderr."""
-    from oatdeploy.cli import main
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        with pytest.raises(SystemExit) as exited:
-            main(list(args))
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exited.value.code, out.out, out.err)
-
-    return run
-
-
 def saved_images(deploy: Path, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
     with np.load(deploy / "verify" / "clean.npz") as npz:
         return npz["x"][:n], npz["y"][:n]

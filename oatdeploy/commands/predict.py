@@ -11,6 +11,8 @@ import json
 import click
 import numpy as np
 
+from oatdeploy.commands.options import budget_options
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max())
@@ -20,12 +22,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Serve a variant whose p50 on this device is within this (needs `oatdeploy profile`).")
-@click.option("--min-robust-acc", type=click.FloatRange(0, 1), default=None)
-@click.option("--min-clean-acc", type=click.FloatRange(0, 1), default=None)
-@click.option("--objective", type=click.Choice(["clean", "robust"]), default="clean", show_default=True,
-              help="What the served variant maximises within the budget.")
+@budget_options
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the budget and a prediction per image.")
