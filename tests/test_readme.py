@@ -12,8 +12,8 @@ Only sizes change, by one mechanical rule, so the test cannot drift from the REA
 
 Not run here: the virtual-environment and `pip install` steps (this environment was made by them; the
 quick start's install line must be the one `.ci/run` uses), `python -m pytest tests` (this is that run;
-`.ci/run` must call it exactly so), and the TensorRT block where TensorRT is not installed
-(tests/test_trt.py covers it there).
+`.ci/run` must call it exactly so), the TensorRT block where TensorRT is not installed (tests/test_trt.py covers it
+there), and a block that names a `--data-dir` this checkout does not hold (data the user brings).
 """
 
 from __future__ import annotations
@@ -69,18 +69,23 @@ def run(command: str, cwd: Path) -> None:
     assert result.returncode == 0, f"$ {command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
-def commands() -> list[str]:
-    """The README's shell commands in order, without comment-only lines and the steps this test cannot run."""
+def block_commands(block: str) -> list[str]:
+    """One block's shell commands in order, without comment-only lines and the steps this test cannot run."""
+    if "--backend trt" in block and importlib.util.find_spec("tensorrt") is None:
+        return []
+    if any(not (ROOT / d).exists() for d in re.findall(r"--data-dir\s+(\S+)", block)):
+        return []  # it reads data the user brings (CIFAR-10, say), which is not here
     out = []
-    for block in blocks("bash"):
-        if "--backend trt" in block and importlib.util.find_spec("tensorrt") is None:
+    for line in block.replace("\\\n", " ").splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or line.startswith("python3 -m venv"):
             continue
-        for line in block.splitlines():
-            if not line.strip() or line.lstrip().startswith("#") or line.startswith("python3 -m venv"):
-                continue
-            parts = [p.strip() for p in line.split(" && ")]
-            out += [p for p in parts if not p.startswith("pip install") and p != TEST_COMMAND]
+        parts = [p.strip() for p in line.split(" && ")]
+        out += [p for p in parts if not p.startswith("pip install") and p != TEST_COMMAND]
     return out
+
+
+def commands() -> list[str]:
+    return [c for block in blocks("bash") for c in block_commands(block)]
 
 
 def test_the_quick_start_is_what_ci_runs() -> None:
@@ -105,6 +110,14 @@ def test_shrink_only_appends_sizes() -> None:
     assert shrink("oatdeploy select d --max-latency-ms 4 --min-robust-acc 0.6 --json") == \
         "oatdeploy select d --max-latency-ms 1000 --min-robust-acc 0 --json"
     assert shrink("torchrun --nproc_per_node 2 $(which oatdeploy) train --out r").endswith(f"--out r {SHRINK['train']}")
+
+
+def test_blocks_split_into_the_commands_a_shell_would_run() -> None:
+    block = ("# a comment\npip install x && oatdeploy demo --out demo/\n"
+             "oatdeploy export runs/fm/supernet.pt \\\n    --out deploy/fm   # folded\n\npython -m pytest tests\n")
+    assert block_commands(block) == ["oatdeploy demo --out demo/",
+                                     "oatdeploy export runs/fm/supernet.pt      --out deploy/fm   # folded"]
+    assert block_commands("oatdeploy train --dataset cifar10 --data-dir not-here/cifar --out r\n") == []
 
 
 @pytest.mark.slow
