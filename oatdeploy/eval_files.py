@@ -9,20 +9,32 @@ from typing import Any
 from oatdeploy.atomic import sha256_file
 from oatdeploy.errors import OatError
 
+# What makes two evaluations the same: a file may be rewritten only by an evaluation equal in all of these.
+SIGNATURE = ("attack", "num_samples", "dataset", "split")
+
 
 def evaluation_name(report: dict[str, Any], with_eps: bool = False) -> str:
-    """`eval-pgd20-n1000.json`, `eval-apgd-ce100-eps0.05-n100.json`: the attack, its radius when chosen, the count."""
+    """`eval-pgd20-n1000.json`, `eval-apgd-ce100-eps0.05-n100.json`, `eval-autoattack-standard-val-n500.json`: the
+    attack (its steps or version), its radius when chosen, a split other than the test set, the image count."""
     attack = report["attack"]
+    kind = f"-{attack['version']}" if attack.get("version") else attack.get("steps") or ""
     eps = f"-eps{attack['eps']:g}" if with_eps else ""
-    return f"eval-{attack['name']}{attack.get('steps') or ''}{eps}-n{report['num_samples']}.json"
+    split = f"-{report['split']}" if report.get("split", "test") != "test" else ""
+    return f"eval-{attack['name']}{kind}{eps}{split}-n{report['num_samples']}.json"
+
+
+def same_evaluation(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in SIGNATURE)
 
 
 def describe_evaluation(report: dict[str, Any]) -> str:
-    """`pgd-20, eps 0.1, 1000 images`: what an evaluation holds, in words."""
+    """`pgd-20, eps 0.1, 1000 images`, `autoattack-standard, ...`: what an evaluation holds, in words."""
     attack = report.get("attack") or {}
-    steps = f"-{attack['steps']}" if attack.get("steps") else ""
+    kind = attack.get("version") or attack.get("steps")
+    steps = f"-{kind}" if kind else ""
     eps = f", eps {attack['eps']:g}" if isinstance(attack.get("eps"), (int, float)) else ""
-    return f"{attack.get('name', '?')}{steps}{eps}, {report.get('num_samples', '?')} images"
+    split = f" of the {report['split']} split" if report.get("split", "test") != "test" else ""
+    return f"{attack.get('name', '?')}{steps}{eps}, {report.get('num_samples', '?')} images{split}"
 
 
 def evaluations_of(checkpoint: Path) -> dict[Path, dict[str, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from oatdeploy.errors import OatError
-from oatdeploy.eval_files import describe_evaluation
+from oatdeploy.eval_files import describe_evaluation, same_evaluation
 
 CHECKPOINT = "supernet.pt"
 MANIFEST = "manifest.json"
@@ -40,17 +40,18 @@ def check_deployment_folder(out: str | Path, force: bool = False) -> None:
 
 
 def check_evaluation_file(path: str | Path, report: dict[str, Any], force: bool = False) -> None:
-    """An evaluation file may be rewritten by the same evaluation (same attack, same image count), not another."""
+    """An evaluation file may be rewritten by the same evaluation (attack, image count, data), not by another."""
     path = Path(path)
     if force or not path.exists():
         return
     try:
         old = json.loads(path.read_text())
-        same = old["attack"] == report["attack"] and old["num_samples"] == report["num_samples"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict) or "attack" not in old or "results" not in old:
         raise OatError(f"{path} exists and is not an evaluation written by `oatdeploy eval`; choose another --out, "
-                       "or pass --force to replace it") from None
-    if not same:
+                       "or pass --force to replace it")
+    if not same_evaluation(old, report):
         raise OatError(f"{path} holds another evaluation ({describe_evaluation(old)}; this one is "
                        f"{describe_evaluation(report)}); choose another --out, or pass --force to replace it")
 

@@ -157,3 +157,18 @@ def test_one_helper_serves_commands_that_cannot_resume(tmp_path: Path) -> None:
         check_run_folder(tmp_path, resumable=False)
     assert "--resume" not in str(info.value)
     check_run_folder(tmp_path, force=True, resumable=False)
+
+
+def test_evaluation_names_say_what_they_hold() -> None:
+    from oatdeploy.eval_files import describe_evaluation, evaluation_name
+
+    pgd = {"attack": {"name": "pgd", "eps": 0.1, "steps": 20}, "num_samples": 1000}
+    auto = {"attack": {"name": "autoattack", "eps": 8 / 255, "version": "standard"}, "num_samples": 500}
+    assert evaluation_name(pgd) == "eval-pgd20-n1000.json"
+    assert evaluation_name(pgd, with_eps=True) == "eval-pgd20-eps0.1-n1000.json"
+    assert evaluation_name(auto) == "eval-autoattack-standard-n500.json"
+    assert describe_evaluation(pgd) == "pgd-20, eps 0.1, 1000 images"
+    assert describe_evaluation(auto) == "autoattack-standard, eps 0.03137, 500 images"
+    val = {**auto, "split": "val"}  # the reference code's validation split
+    assert evaluation_name(val) == "eval-autoattack-standard-val-n500.json"
+    assert describe_evaluation(val) == "autoattack-standard, eps 0.03137, 500 images of the val split"

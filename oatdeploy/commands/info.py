@@ -51,6 +51,8 @@ def rows(info: dict[str, Any], raw: bool) -> list[dict[str, Any]]:
     `raw` keeps numbers as they are (CSV); otherwise they are rounded for reading.
     """
     precisions = sorted({p for v in info["variants"] for p in v["precision_metrics"]})
+    intervals = [(k, name) for k, name in (("clean_ci95", "SA"), ("robust_ci95", "RA"))
+                 if any(v["metrics"].get(k) for v in info["variants"])]
 
     def acc(value: float | None) -> Any:
         return value if raw or value is None else f"{value:.3f}"
@@ -61,6 +63,7 @@ def rows(info: dict[str, Any], raw: bool) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "variant": v["id"], "lambda": v["lambda"], "width": v["width"], "mode": v["mode"],
             "SA": acc(m.get("clean_acc")), "RA": acc(m.get("robust_acc")), "attack": m.get("attack"),
+            **{col: val for k, name in intervals for col, val in interval_cells(name, m.get(k), raw).items()},
             "images": m.get("samples"), "params": v["params"],
             "flops" if raw else "MFLOPs": v["flops"] if raw or v["flops"] is None else f"{v['flops'] / 1e6:.1f}",
         }
@@ -76,6 +79,14 @@ def rows(info: dict[str, Any], raw: bool) -> list[dict[str, Any]]:
                 row[f"{q} ms {key}"] = value if raw or value is None else f"{value:.3f}"
         out.append(row)
     return out
+
+
+def interval_cells(name: str, ci: list[float] | None, raw: bool) -> dict[str, Any]:
+    """A 95 % interval as two numbers (CSV) or one `low–high` cell."""
+    low, high = ci if ci else (None, None)
+    if raw:
+        return {f"{name} ci95 low": low, f"{name} ci95 high": high}
+    return {f"{name} 95% CI": None if ci is None else f"{low:.3f}–{high:.3f}"}
 
 
 def as_text(value: Any) -> str:
