@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from oatdeploy.models import OATModel, create_model
 from oatdeploy.supernet import Supernet
 
 FORMAT, VERSION = "oatdeploy-supernet", 1
+CONFIG_KEYS = ("arch", "widths", "num_classes", "input_shape", "enc_dim", "lambdas")
 
 
 def save_checkpoint(path: str | os.PathLike, model: OATModel, config: dict[str, Any], encoding: torch.Tensor,
@@ -33,23 +37,43 @@ def save_checkpoint(path: str | os.PathLike, model: OATModel, config: dict[str, 
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load with `weights_only=True` and check the format; errors name the file and the fix."""
+    """Load with `weights_only=True` and check the format; errors name the file and the fix in one line."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"checkpoint not found: {path} (train one with `oatdeploy train --out RUN`)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: the error says it all
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: report it as bad input, not a crash
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ArtifactError(f"{path} is not a readable oatdeploy checkpoint ({type(e).__name__}: {reason}); "
-                            "point to the supernet.pt that `oatdeploy train` wrote") from None
+        raise ArtifactError(f"{path} is not a readable oatdeploy checkpoint: {unreadable_reason(path, e)}; "
+                            f"point to the supernet.pt that `oatdeploy train` wrote, or copy it again") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not an oatdeploy supernet checkpoint (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:
         raise ArtifactError(f"{path} has checkpoint version {payload.get('version')}; this oatdeploy reads "
                             f"version {VERSION}; upgrade oatdeploy")
-    payload["config"] = json.loads(payload.pop("config_json"))
+    try:
+        payload["config"] = json.loads(payload.pop("config_json"))
+        missing = [k for k in ("model", "encoding") if k not in payload]
+        missing += [k for k in CONFIG_KEYS if k not in payload["config"]]
+    except (KeyError, TypeError, ValueError):
+        missing = ["config_json"]
+    if missing:
+        raise ArtifactError(f"{path} is an incomplete oatdeploy checkpoint (missing {', '.join(missing)}); "
+                            "point to the supernet.pt that `oatdeploy train` wrote, or copy it again")
     return payload
+
+
+def unreadable_reason(path: Path, error: Exception) -> str:
+    """Why torch.load failed, in words (its own messages run for paragraphs and advise unsafe loading)."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "it is not a PyTorch zip archive (a truncated copy, or another kind of file)"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds Python objects other than tensors, so oatdeploy did not write it and will not unpickle it"
+    return f"its archive is damaged ({type(error).__name__})"
 
 
 def model_from_config(config: dict[str, Any]) -> OATModel:
@@ -63,5 +87,10 @@ def load_supernet(path: str | os.PathLike) -> Supernet:
     """The eval-mode supernet on CPU (DESIGN.md's `oatdeploy.load_checkpoint`)."""
     payload = read_checkpoint(path)
     model = model_from_config(payload["config"])
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError:  # torch lists every mismatched tensor, one per line
+        raise ArtifactError(f"{path}: its weights do not fit the {payload['config']['arch']} its config describes "
+                            "(a damaged or hand-edited checkpoint); point to the supernet.pt that `oatdeploy train` "
+                            "wrote") from None
     return Supernet(model, payload["config"], payload["encoding"])

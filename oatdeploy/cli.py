@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "profile": "oatdeploy.commands.profile:profile",
     "select": "oatdeploy.commands.select:select",
     "plot": "oatdeploy.commands.plot:plot",
+    "info": "oatdeploy.commands.info:info",
+    "predict": "oatdeploy.commands.predict:predict",
     "bench": "oatdeploy.commands.bench:bench",
 }
 

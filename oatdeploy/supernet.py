@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,10 +55,31 @@ class Supernet:
         return fn
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, lam: float, width: float) -> torch.Tensor:
-        """Logits [N, classes] of the supernet at (λ, width)."""
+    def predict(self, x: torch.Tensor | np.ndarray, lam: float, width: float) -> torch.Tensor:
+        """Logits [N, classes] (a torch tensor) of the supernet at (λ, width) for float images [N, C, H, W] in [0, 1].
+
+        numpy arrays are taken as they are (the runtime's inputs work here too).
+        """
         self.model.eval()
-        return self.forward_fn(lam, width)(x)
+        return self.forward_fn(lam, width)(self.as_input(x))
+
+    def as_input(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """`x` as a float32 tensor on the model's device, or a ValueError naming the shape or dtype it needs."""
+        expected = f"[N, {', '.join(map(str, self.input_shape))}]"
+        if isinstance(x, np.ndarray):
+            if not np.issubdtype(x.dtype, np.floating):
+                raise ValueError(f"x has dtype {x.dtype}; pass float images in [0, 1] shaped {expected} "
+                                 "(uint8 pixels: x / 255)")
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        elif not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor or numpy array shaped {expected}, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"x has dtype {x.dtype}; pass float images in [0, 1] shaped {expected} "
+                             "(uint8 pixels: x.float() / 255)")
+        if tuple(x.shape[1:]) != self.input_shape or x.dim() != 4:
+            hint = "; add a batch axis (x[None])" if tuple(x.shape) == self.input_shape else ""
+            raise ValueError(f"x has shape {list(x.shape)}; this supernet takes [N, C, H, W] = {expected}{hint}")
+        return x.to(device=next(self.model.parameters()).device, dtype=torch.float32)
 
     @torch.no_grad()
     def subnet(self, lam: float, width: float) -> nn.Module:

@@ -62,3 +62,18 @@ def oatdeploy_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | Non
     """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
     return subprocess.run([sys.executable, "-m", "oatdeploy.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """The console entry point run in this process (exit code, stdout, stderr as a user sees them), without the
+    torch import a subprocess pays per call."""
+    from oatdeploy.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exited.value.code, out.out, out.err)
+
+    return run

@@ -38,7 +38,8 @@ def stage(name: str) -> None:
 @click.option("--eval-limit", type=click.IntRange(min=1), default=DEMO_EVAL["limit"], show_default=True,
               help="Test images used for SA/RA.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: int) -> None:
+@click.option("--force", is_flag=True, help="Replace the run and deployment of an earlier demo in --out.")
+def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: int, force: bool) -> None:
     """Train an OATS supernet on the embedded data, evaluate it, export, profile and select."""
     from oatdeploy.atomic import atomic_write_json
     from oatdeploy.commands.export import format_variants
@@ -47,11 +48,14 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     from oatdeploy.evaluate import format_table, knob_summary, run_evaluation
     from oatdeploy.export.pipeline import export_deployment
     from oatdeploy.plots import Outcome, budget_text, plot_deployment
+    from oatdeploy.overwrite import check_deployment_folder, check_run_folder
     from oatdeploy.runtime import Deployment, NoFeasibleVariant
     from oatdeploy.trainer import TrainConfig, train
 
     t0 = time.perf_counter()
-    run = Path(out) / "run"
+    run, deploy = Path(out) / "run", Path(out) / "deploy"
+    check_run_folder(run, force=force, resumable=False)
+    check_deployment_folder(deploy, force=force)
     stage(f"train: {DEMO_TRAIN['arch']} supernet, widths {DEMO_TRAIN['widths']}, embedded fmnist-mini")
     ckpt = train(TrainConfig(**{**DEMO_TRAIN, "epochs": epochs, "max_steps": max_steps, "seed": seed,
                                 "out": str(run)}))
@@ -61,7 +65,6 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     click.echo(format_table(report))
     click.echo("\n".join(["what the λ knob does at full width:", *knob_summary(report)]))
 
-    deploy = Path(out) / "deploy"
     stage("export: fold BN and FiLM into every (λ, width), ONNX, verified under ONNX Runtime")
     manifest = export_deployment(ckpt, deploy, verify_samples=min(eval_limit, 500), adv_steps=DEMO_EVAL["pgd_steps"])
     click.echo(format_variants(manifest))

@@ -1,4 +1,4 @@
-"""`oatdeploy eval`: clean and robust accuracy per (λ, width) into eval.json."""
+"""`oatdeploy eval`: clean and robust accuracy per (λ, width), in a JSON file named by what it holds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 @click.command(name="eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="eval.json path (default: next to the checkpoint).")
+              help="JSON to write  [default: next to the checkpoint, named by what it holds: eval-pgd20-n1000.json]")
 @click.option("--pgd-steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--eps", type=click.FloatRange(0, 1), default=None, help="Default: the eps the run trained with.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -21,21 +21,34 @@ import click
               help="pgd: PGD-N (--pgd-steps); apgd-ce: APGD-CE from adversarial-robustness-toolbox; autoattack: the "
                    "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square-5000) from pyautoattack. "
                    "pip install 'oatdeploy[attacks]' for the last two.")
+@click.option("--force", is_flag=True, help="Replace --out even when it holds another evaluation.")
 @click.option("--val-split", is_flag=True,
               help="Evaluate on the reference code's validation split (the last 5,000 training images of cifar10 "
                    "or svhn) instead of the test set.")
 def evaluate(checkpoint: str, out: str | None, pgd_steps: int, eps: float | None, limit: int | None,
-             data_dir: str | None, batch_size: int, attack: str, val_split: bool) -> None:
+             data_dir: str | None, batch_size: int, attack: str, force: bool, val_split: bool) -> None:
     """SA and RA for every (λ, width) of CHECKPOINT, printed as a table and written as JSON."""
     from oatdeploy.atomic import atomic_write_json
+    from oatdeploy.errors import OatError
+    from oatdeploy.eval_files import evaluation_name
     from oatdeploy.evaluate import format_table, run_evaluation
     from oatdeploy.export.manifest import attack_label
+    from oatdeploy.overwrite import check_evaluation_file
 
     report = run_evaluation(checkpoint, pgd_steps=pgd_steps, eps=eps, limit=limit, data_dir=data_dir,
                             batch_size=batch_size, attack=attack, val_split=val_split)
-    out_path = Path(out) if out else Path(checkpoint).with_name("eval.json")
-    atomic_write_json(out_path, report)
     click.echo(format_table(report))
     click.echo(f"RA under {attack_label(report)} (eps {report['attack']['eps']:.4g}) on {report['num_samples']} "
                f"images: {report['split_note']}")
-    click.echo(f"wrote {out_path}")
+    named = Path(checkpoint).with_name(evaluation_name(report, with_eps=eps is not None))
+    target = Path(out) if out else named
+    try:
+        check_evaluation_file(target, report, force)
+    except OatError as refused:  # keep what may have taken hours, under the name that says what it is
+        if target == named:
+            raise
+        check_evaluation_file(named, report)
+        atomic_write_json(named, report)
+        raise OatError(f"{refused}; nothing is lost: this evaluation is saved as {named}") from None
+    atomic_write_json(target, report)
+    click.echo(f"wrote {target}")

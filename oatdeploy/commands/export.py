@@ -21,11 +21,13 @@ def format_variants(manifest: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Deployment folder to (re)write.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Deployment folder to write.")
+@click.option("--force", is_flag=True, help="Replace the deployment already in --out.")
 @click.option("--mode", type=click.Choice(["folded", "shared"]), default="folded", show_default=True,
               help="folded: one graph per (λ, width); shared: one graph per width with λ as an input.")
 @click.option("--eval-json", type=click.Path(dir_okay=False), default=None,
-              help="SA/RA source (default: eval.json next to the checkpoint, if it matches).")
+              help="SA/RA source  [default: the evaluation of this checkpoint beside it (eval*.json), when there "
+                   "is exactly one]")
 @click.option("--evaluate", is_flag=True, help="Compute SA/RA (PGD-20) when no eval.json exists.")
 @click.option("--verify-samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Test images used to verify each graph and kept for reduced-precision checks.")
@@ -33,11 +35,15 @@ def format_variants(manifest: dict[str, Any]) -> str:
               help="Training images saved for int8 calibration on the device.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def export(checkpoint: str, out: str, mode: str, eval_json: str | None, evaluate: bool, verify_samples: int,
-           calib_samples: int, data_dir: str | None, quiet: bool) -> None:
+def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | None, evaluate: bool,
+           verify_samples: int, calib_samples: int, data_dir: str | None, quiet: bool) -> None:
     """Export CHECKPOINT's every (λ, width) as verified ONNX plus manifest.json into OUT."""
+    from oatdeploy.eval_files import choose_evaluation
     from oatdeploy.export.pipeline import export_deployment
+    from oatdeploy.overwrite import check_deployment_folder
 
+    check_deployment_folder(out, force)
+    eval_json = choose_evaluation(checkpoint, eval_json)
     manifest = export_deployment(checkpoint, out, mode=mode, eval_json=eval_json, evaluate=evaluate,
                                  verify_samples=verify_samples, calib_samples=calib_samples, data_dir=data_dir,
                                  progress=not quiet)

@@ -36,6 +36,16 @@ class FloatList(click.ParamType):
         return values
 
 
+def budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--max-latency-ms, --min-robust-acc, --min-clean-acc and --objective: a budget as `select` takes it."""
+    command = click.option("--objective", type=click.Choice(["clean", "robust"]), default="clean", show_default=True,
+                           help="What the chosen variant maximises within the budget.")(command)
+    command = click.option("--min-clean-acc", type=click.FloatRange(0, 1), default=None)(command)
+    command = click.option("--min-robust-acc", type=click.FloatRange(0, 1), default=None)(command)
+    return click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+                        help="p50 latency on this device at most this (needs `oatdeploy profile`).")(command)
+
+
 def float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
     """'0,0.1,1' -> [0.0, 0.1, 1.0]; a bad value is a usage error (exit 2) naming the option."""
     return None if value is None else FloatList().convert(value, param, ctx)

@@ -112,16 +112,19 @@ def given_options(ctx: click.Context) -> set[str]:
 @train_options()
 @click.option("--resume", is_flag=True,
               help=f"Continue RUN/supernet.pt where it stopped. Only {RESUME_CHANGES} may differ from the run's.")
+@click.option("--force", is_flag=True, help="Start over even though RUN holds a checkpoint (it is replaced).")
 @click.pass_context
-def train(ctx: click.Context, resume: bool, **kwargs: Any) -> None:
+def train(ctx: click.Context, resume: bool, force: bool, **kwargs: Any) -> None:
     """Train one OAT/OATS supernet; writes RUN/supernet.pt, RUN/config.json and RUN/train.log."""
     from oatdeploy.distributed import RankLost
     from oatdeploy.errors import OatError
+    from oatdeploy.overwrite import check_run_folder
     from oatdeploy.preemption import TrainingInterrupted
     from oatdeploy.trainer import train as run_training
 
     if resume and ctx.get_parameter_source("config_file") not in (None, ParameterSource.DEFAULT):
         raise OatError("--config starts a new run from a config.json and --resume continues RUN's own; use one")
+    check_run_folder(str(kwargs["out"]), force=force, resume=resume)
     main = os.environ.get("RANK", "0") == "0"
     try:
         path = run_training(TrainConfig(**kwargs), resume=resume, given=given_options(ctx))

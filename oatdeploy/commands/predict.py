@@ -1,0 +1,60 @@
+"""`oatdeploy predict`: labels for image files, served by the variant that meets a budget. Torch-free.
+
+Images go through the switcher one by one (batch 1, the batch size latency is profiled at), so a latency
+budget means per image, as it would in a serving loop.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from oatdeploy.commands.options import budget_options
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+@click.command()
+@click.argument("deploy", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@budget_options
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: the budget and a prediction per image.")
+def predict(deploy: str, images: tuple[str, ...], max_latency_ms: float | None, min_robust_acc: float | None,
+            min_clean_acc: float | None, objective: str, backend: str, precision: str, as_json: bool) -> None:
+    """Classify IMAGES (PNG/JPEG files, or folders of them) with DEPLOY's variant that meets the budget."""
+    from oatdeploy.images import image_files, load_image
+    from oatdeploy.labels import class_names
+    from oatdeploy.runtime import Deployment
+
+    files = image_files(images)
+    dep = Deployment.load(deploy, backend=backend, precision=precision)
+    model = dep.manifest["model"]
+    names = class_names(model.get("dataset"), int(model["num_classes"]))
+    inputs = [(f, load_image(f, model["input_shape"])[None]) for f in files]  # all read before any is served
+    budget = {"max_latency_ms": max_latency_ms, "min_robust_acc": min_robust_acc, "min_clean_acc": min_clean_acc}
+    predictions = []
+    with dep.switcher(backend=backend, precision=precision, objective=objective, max_loaded=1, **budget) as sw:
+        for path, x in inputs:
+            logits, variant = sw(x, return_variant=True)
+            probs = softmax(logits[0])
+            label = int(probs.argmax())
+            predictions.append({"file": str(path), "label": label, "class": names[label],
+                                "probability": float(probs[label]), "variant": variant.id,
+                                "served_by": variant.describe()})
+    if as_json:
+        click.echo(json.dumps({"deployment": deploy, "backend": backend, "precision": precision,
+                               "budget": {**budget, "objective": objective}, "predictions": predictions}, indent=2))
+        return
+    first = predictions[0]["variant"]
+    click.echo(f"served by {predictions[0]['served_by']}, {backend} {precision}")
+    width = max(len(p["file"]) for p in predictions)
+    for p in predictions:
+        moved = "" if p["variant"] == first else f"  [{p['variant']}]"  # the switcher re-selected on latency
+        click.echo(f"{p['file']:<{width}}  {p['class']} ({p['label']})  {p['probability']:.3f}{moved}")

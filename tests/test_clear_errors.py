@@ -1,0 +1,101 @@
+"""Damaged checkpoints and wrong inputs to `sn.predict` give one full, clear line, never a library's raw message."""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import oatdeploy_cli
+
+import oatdeploy
+
+
+class Foreign:
+    """Any class of someone else's: `weights_only` loading refuses to unpickle it."""
+
+
+def damaged_checkpoints(good: Path, folder: Path) -> dict[str, Path]:
+    """The ways a supernet.pt arrives broken: cut short by a copy, random bytes, empty, a foreign pickle."""
+    data = good.read_bytes()
+    files = {"truncated": data[: len(data) // 2], "random": os.urandom(4096), "empty": b"",
+             "pickle": pickle.dumps(collections.OrderedDict(a=1), protocol=4)}
+    for name, content in files.items():
+        (folder / f"{name}.pt").write_bytes(content)
+    return {name: folder / f"{name}.pt" for name in files}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "empty", "pickle"])
+def test_a_damaged_checkpoint_gives_one_full_line(kind: str, tiny_ckpt: Path, tmp_path: Path) -> None:
+    path = damaged_checkpoints(tiny_ckpt, tmp_path)[kind]
+    result = oatdeploy_cli("eval", str(path), "--limit", "4", "--pgd-steps", "1")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # no torch warning before it
+    line = lines[0]
+    assert line.startswith(f"error: {path} is not a readable oatdeploy checkpoint: ")
+    assert line.endswith("point to the supernet.pt that `oatdeploy train` wrote, or copy it again"), line
+    for raw in ("weights_only", "miniz", "PytorchStreamReader", "EOFError", "UnpicklingError"):
+        assert raw not in line, line  # torch's wording (and its advice to load unsafely) stays out
+
+
+def test_each_damage_is_named(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from oatdeploy.checkpoint import read_checkpoint
+    from oatdeploy.errors import ArtifactError
+
+    reasons = {"truncated": "not a PyTorch zip archive", "random": "not a PyTorch zip archive",
+               "empty": "the file is empty", "pickle": "not a PyTorch zip archive"}
+    for kind, path in damaged_checkpoints(tiny_ckpt, tmp_path).items():
+        with pytest.raises(ArtifactError, match=reasons[kind]):
+            read_checkpoint(path)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2), "extra": Foreign()}, foreign)
+    with pytest.raises(ArtifactError, match="Python objects other than tensors"):
+        read_checkpoint(foreign)
+
+
+def test_weights_that_do_not_fit_the_config_are_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from oatdeploy.checkpoint import load_supernet
+    from oatdeploy.errors import ArtifactError
+
+    payload = torch.load(tiny_ckpt, weights_only=True)
+    payload["model"].popitem()
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    with pytest.raises(ArtifactError, match="do not fit the resnet20") as info:
+        load_supernet(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_predict_takes_numpy_and_returns_a_tensor(tiny_ckpt: Path) -> None:
+    sn = oatdeploy.load_checkpoint(tiny_ckpt)
+    x = np.random.default_rng(0).random((3, *sn.input_shape))  # float64, as numpy makes it
+    logits = sn.predict(x, lam=0.4, width=0.5)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (3, sn.num_classes)
+    assert torch.equal(logits, sn.predict(torch.from_numpy(x).float(), lam=0.4, width=0.5))
+
+
+@pytest.mark.parametrize(("shape", "needle"), [
+    ((1, 28, 28), "add a batch axis"),
+    ((2, 3, 28, 28), "[N, C, H, W] = [N, 1, 28, 28]"),
+    ((2, 1, 32, 32), "[N, C, H, W] = [N, 1, 28, 28]"),
+    ((2, 784), "[N, C, H, W] = [N, 1, 28, 28]"),
+])
+def test_predict_names_the_shape_it_needs(tiny_ckpt: Path, shape: tuple[int, ...], needle: str) -> None:
+    sn = oatdeploy.load_checkpoint(tiny_ckpt)
+    for x in (np.zeros(shape, np.float32), torch.zeros(shape)):
+        with pytest.raises(ValueError, match="x has shape") as info:
+            sn.predict(x, lam=0.4, width=0.5)
+        assert needle in str(info.value)
+
+
+def test_predict_refuses_integer_pixels_with_the_fix(tiny_ckpt: Path) -> None:
+    sn = oatdeploy.load_checkpoint(tiny_ckpt)
+    with pytest.raises(ValueError, match=r"uint8 pixels: x / 255"):
+        sn.predict(np.zeros((1, 1, 28, 28), np.uint8), lam=0.4, width=0.5)
+    with pytest.raises(ValueError, match=r"x.float\(\) / 255"):
+        sn.predict(torch.zeros((1, 1, 28, 28), dtype=torch.uint8), lam=0.4, width=0.5)
