@@ -47,8 +47,8 @@ def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: in
     from oatdeploy.errors import OatError
     from oatdeploy.evaluate import format_table, knob_summary, run_evaluation
     from oatdeploy.export.pipeline import export_deployment
-    from oatdeploy.plots import Outcome, budget_text, plot_deployment
     from oatdeploy.overwrite import check_deployment_folder, check_run_folder
+    from oatdeploy.plots import Outcome, budget_text, plot_deployment
     from oatdeploy.runtime import Deployment, NoFeasibleVariant
     from oatdeploy.trainer import TrainConfig, train
 
