@@ -229,3 +229,15 @@ def test_slimmable_width_count_must_match_the_switchable_bns(tmp_path: Path) -> 
     sd = bn_entries("bn1", [32, 48, 64], True, True, gen) | film_entries("film1", 64, 4, gen)
     assert "switchable BNs for 3 widths but --widths names 2" in refused(tmp_path, sd, "--widths", "0.5,1",
                                                                         arch="resnet34", dataset="cifar10")
+
+
+def test_an_import_never_replaces_a_checkpoint_without_force(tmp_path: Path, wrn_sd: dict[str, torch.Tensor]) -> None:
+    path = tmp_path / "best_ATA1.0.pth"
+    torch.save(wrn_sd, path)
+    args = import_args(path, tmp_path / "run", "wrn40_2", "onehot", "stl10")
+    assert run_cli(*args)[0] == 0
+    before = (tmp_path / "run" / "supernet.pt").read_bytes()
+    code, err = run_cli(*args)
+    assert code == 2 and "already holds a checkpoint; pass --force to replace it" in err and "--resume" not in err, err
+    assert (tmp_path / "run" / "supernet.pt").read_bytes() == before
+    assert run_cli(*args, "--force")[0] == 0

@@ -27,12 +27,16 @@ from oatdeploy.commands.options import float_list
               help="The dataset's folder, recorded so that eval and export find it.")
 @click.option("--eps", type=click.FloatRange(0, 1), default=None, help="L∞ radius for eval/export  [default: 8/255]")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder to write.")
+@click.option("--force", is_flag=True, help="Replace a checkpoint already in --out.")
 def import_reference(checkpoint: str, arch: str, lambdas: list[float], encoding: str, encoding_matrix: str | None,
                      widths: list[float] | None, dataset: str, data_dir: str | None, eps: float | None,
-                     out: str) -> None:
+                     out: str, force: bool) -> None:
     """Convert the paper's OAT/OATS CHECKPOINT (latest.pth, best_TA*.pth, best_ATA*.pth) into OUT/supernet.pt."""
     from oatdeploy.checkpoint import read_checkpoint
+    from oatdeploy.overwrite import check_run_folder
     from oatdeploy.reference import ImportRequest, describe_import, import_reference
+
+    check_run_folder(out, force=force, resumable=False)
 
     req = ImportRequest(checkpoint=Path(checkpoint), arch=arch, lambdas=lambdas, encoding=encoding,
                         dataset=dataset, out=Path(out), widths=widths,
