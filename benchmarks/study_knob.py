@@ -1,7 +1,7 @@
 """Which training recipe makes the λ knob turn: OAT supernets trained with each lever, against dedicated models.
 
     python benchmarks/study_knob.py --preset cpu                       # every lever, 2 seeds
-    python benchmarks/study_knob.py --preset cpu --levers mlp,linear   # a subset
+    python benchmarks/study_knob.py --preset cpu --levers mlp,default   # a subset
 
 Every lever is an OAT run of the `study_oat_vs_dedicated.py` preset (same data, model, epochs, ε = 0.1,
 PGD-7 training, PGD-20 evaluation) that differs from the default only in the `TrainConfig` fields it
@@ -26,27 +26,29 @@ from typing import Any
 import torch
 from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, dedicated_run, run_one
 
-from oatdeploy.atomic import atomic_write_json
+from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.runtime.device import cpu_name
 
-# Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (a per-λ FiLM table with
-# ten times the learning rate and no weight decay); `mlp` was the default before it; `paper` is the MLP with the
-# reference code's initialisation; `linear` the table alone, trained like every other weight.
+# Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (a per-λ FiLM table trained
+# like every other weight); `mlp` was the default before it; `paper` is the MLP with the reference code's
+# initialisation; `lr10` the table with ten times the learning rate and no weight decay.
+LR10: dict[str, Any] = {"film_lr_scale": 10.0, "film_weight_decay": 0.0}
+ENDS: dict[str, Any] = {"lambda_weights": [1, 1, 1, 1, 3], "clean_share": 0.25}
 LEVERS: dict[str, dict[str, Any]] = {
     "paper": {"film": "paper", **PLAIN_FILM},
     "mlp": {"film": "mlp", **PLAIN_FILM},
-    "linear": {"film": "linear", **PLAIN_FILM},
+    "lr10": {"film": "linear", **LR10},
     "default": {},
 }
 # Screened with one seed on the way (docs/knob.md); run them with --levers.
 MORE_LEVERS: dict[str, dict[str, Any]] = {
-    "mlp-wd0": {"film": "mlp", "film_lr_scale": 1.0, "film_weight_decay": 0.0},
-    "linear-wd0": {"film": "linear", "film_lr_scale": 1.0, "film_weight_decay": 0.0},
-    "linear-lr5": {"film": "linear", "film_lr_scale": 5.0, "film_weight_decay": 0.0},
-    "linear-lr30": {"film": "linear", "film_lr_scale": 30.0, "film_weight_decay": 0.0},
-    "linear-ends": {"film": "linear", **PLAIN_FILM, "lambda_weights": [1, 1, 1, 1, 3], "clean_share": 0.25},
-    "default-ends": {"lambda_weights": [1, 1, 1, 1, 3], "clean_share": 0.25},
-    "default-ends6": {"lambda_weights": [1, 1, 1, 1, 6], "clean_share": 0.25},
+    "mlp-wd0": {"film": "mlp", "film_weight_decay": 0.0},
+    "wd0": {"film_weight_decay": 0.0},
+    "lr5": {"film_lr_scale": 5.0, "film_weight_decay": 0.0},
+    "lr30": {"film_lr_scale": 30.0, "film_weight_decay": 0.0},
+    "ends": ENDS,
+    "lr10-ends": {**LR10, **ENDS},
+    "lr10-ends6": {**LR10, "lambda_weights": [1, 1, 1, 1, 6], "clean_share": 0.25},
 }
 ALL_LEVERS = {**LEVERS, **MORE_LEVERS}
 
@@ -136,7 +138,7 @@ def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
         pts = [(g["by_lambda"][lam]["ra"][0], g["by_lambda"][lam]["sa"][0]) for lam in LAMBDAS if lam > 0]
         style = "k^:" if name == "dedicated" else "o-"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=None if name != "dedicated" else "k",
-                label=name, ms=4, alpha=0.9 if name in ("dedicated", "linear") else 0.6, zorder=3 - (i > 0))
+                label=name, ms=4, alpha=0.9 if name in ("dedicated", "default") else 0.6, zorder=3 - (i > 0))
     ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1), λ = 0.1 … 1")
     ax.set_ylabel("clean accuracy")
     ax.set_title(f"λ > 0 variants per recipe: a longer line is a knob that turns ({preset} preset)")
@@ -174,7 +176,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / f"knob_levers_{args.preset}"
     atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "summary": summary, "runs": done})
-    stem.with_suffix(".md").write_text(markdown(summary, meta))
+    atomic_write_bytes(stem.with_suffix(".md"), markdown(summary, meta).encode())
     plot(summary, stem.with_suffix(".png"), args.preset)
     print(markdown(summary, meta))
 

@@ -112,6 +112,8 @@ def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | 
                              "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
                              "seed": run["seed"], "epochs": run["epochs"], "batch_size": 128, "pgd_steps": 7,
                              "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
+                             # fp32 everywhere: runs on CPUs with and without native bf16 compute the same thing
+                             "amp": False,
                              **run.get("recipe", {})})
         # An interrupted run continues from its last checkpoint (bit-exact resume).
         ckpt = train(cfg, resume=(folder / "supernet.pt").is_file(), progress=sys.stderr.isatty())
