@@ -38,12 +38,26 @@ class FloatList(click.ParamType):
 
 def budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--max-latency-ms, --min-robust-acc, --min-clean-acc and --objective: a budget as `select` takes it."""
-    command = click.option("--objective", type=click.Choice(["clean", "robust"]), default="clean", show_default=True,
-                           help="What the chosen variant maximises within the budget.")(command)
-    command = click.option("--min-clean-acc", type=click.FloatRange(0, 1), default=None)(command)
-    command = click.option("--min-robust-acc", type=click.FloatRange(0, 1), default=None)(command)
-    return click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-                        help="p50 latency on this device at most this (needs `oatdeploy profile`).")(command)
+    for decorator in reversed([
+        click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="p50 on this device at most this (the measured p50, not its spread; needs "
+                          "`oatdeploy profile`)."),
+        click.option("--min-robust-acc", type=click.FloatRange(0, 1), default=None,
+                     help="RA at least this (the point estimate, not its 95 % interval)."),
+        click.option("--min-clean-acc", type=click.FloatRange(0, 1), default=None,
+                     help="SA at least this (the point estimate, not its 95 % interval)."),
+        click.option("--objective", type=click.Choice(["clean", "robust"]), default="clean", show_default=True,
+                     help="What the chosen variant maximises within the budget."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def graph_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--backend and --precision: which of a variant's artifacts runs (ONNX Runtime or TensorRT, at what precision)."""
+    command = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+                           show_default=True)(command)
+    return click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)(command)
 
 
 def float_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:

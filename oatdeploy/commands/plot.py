@@ -7,24 +7,22 @@ from pathlib import Path
 
 import click
 
+from oatdeploy.commands.options import budget_options, graph_options
+
 
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="PNG to write  [default: DEPLOY/tradeoff-<backend>-<precision>.png]")
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Draw this budget, what it selects, or why nothing meets it (then exit 2, as select does).")
-@click.option("--min-robust-acc", type=click.FloatRange(0, 1), default=None)
-@click.option("--min-clean-acc", type=click.FloatRange(0, 1), default=None)
-@click.option("--objective", type=click.Choice(["clean", "robust"]), default="clean", show_default=True)
+@budget_options
 @click.option("--strict", is_flag=True, help="Select on point estimates, as `select --strict`.")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@graph_options
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 def plot(deploy: str, out: str | None, max_latency_ms: float | None, min_robust_acc: float | None,
          min_clean_acc: float | None, objective: str, strict: bool, backend: str, precision: str, batch: int) -> None:
     """Draw DEPLOY's SA-vs-RA per width and SA vs latency on this device, with 95 % intervals, the latency
-    spread, each plane's Pareto front, and the budget in words."""
+    spread, each plane's Pareto front, and the budget in words: what it selects, or why nothing meets it
+    (then exit 2, as select does)."""
     from oatdeploy.plots import Outcome, plot_deployment
     from oatdeploy.runtime import Deployment, NoFeasibleVariant
 

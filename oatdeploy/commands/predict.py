@@ -11,7 +11,7 @@ import json
 import click
 import numpy as np
 
-from oatdeploy.commands.options import budget_options
+from oatdeploy.commands.options import budget_options, graph_options
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -23,8 +23,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 @click.argument("deploy", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @budget_options
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@graph_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the budget and a prediction per image.")
 def predict(deploy: str, images: tuple[str, ...], max_latency_ms: float | None, min_robust_acc: float | None,
             min_clean_acc: float | None, objective: str, backend: str, precision: str, as_json: bool) -> None:

@@ -7,22 +7,16 @@ from dataclasses import asdict
 
 import click
 
+from oatdeploy.commands.options import budget_options, graph_options
+
 
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
-@click.option("--max-latency-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="p50 on this device at most this (the measured p50, not its spread).")
-@click.option("--min-robust-acc", type=click.FloatRange(0, 1), default=None,
-              help="RA at least this (the point estimate, not its 95 % interval).")
-@click.option("--min-clean-acc", type=click.FloatRange(0, 1), default=None,
-              help="SA at least this (the point estimate, not its 95 % interval).")
-@click.option("--objective", type=click.Choice(["clean", "robust"]), default="clean", show_default=True,
-              help="What the chosen variant maximises within the budget.")
+@budget_options
 @click.option("--strict", is_flag=True,
               help="Compare point estimates: no ties for accuracies whose 95 % intervals overlap or latencies "
                    "within their profiling spread (docs/selection.md).")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@graph_options
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--power-mismatch", type=click.Choice(["warn", "refuse"]), default="warn", show_default=True,
               help="On a Jetson, when the profile was taken in another power mode or clock state.")
