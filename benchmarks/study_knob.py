@@ -136,8 +136,8 @@ def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
     groups = [("dedicated", summary["dedicated"]), *[(r["lever"], r) for r in summary["levers"]]]
     for i, (name, g) in enumerate(groups):
         pts = [(g["by_lambda"][lam]["ra"][0], g["by_lambda"][lam]["sa"][0]) for lam in LAMBDAS if lam > 0]
-        style = "k^:" if name == "dedicated" else "o-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=None if name != "dedicated" else "k",
+        style = "^:" if name == "dedicated" else "o-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color="k" if name == "dedicated" else None,
                 label=name, ms=4, alpha=0.9 if name in ("dedicated", "default") else 0.6, zorder=3 - (i > 0))
     ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1), λ = 0.1 … 1")
     ax.set_ylabel("clean accuracy")
