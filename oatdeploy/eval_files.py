@@ -32,7 +32,7 @@ def describe_evaluation(report: dict[str, Any]) -> str:
     attack = report.get("attack") or {}
     kind = attack.get("version") or attack.get("steps")
     steps = f"-{kind}" if kind else ""
-    eps = f", eps {attack['eps']:g}" if isinstance(attack.get("eps"), (int, float)) else ""
+    eps = f", eps {attack['eps']:.4g}" if isinstance(attack.get("eps"), (int, float)) else ""
     split = f" of the {report['split']} split" if report.get("split", "test") != "test" else ""
     return f"{attack.get('name', '?')}{steps}{eps}, {report.get('num_samples', '?')} images{split}"
 

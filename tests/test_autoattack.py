@@ -88,7 +88,7 @@ def test_eval_autoattack_to_export_to_select(tmp_path: Path) -> None:
     ckpt = train_run(tmp_path, lambdas=[0.0, 1.0], widths=[1.0], max_steps=1, train_limit=64)
     r = oatdeploy_cli("eval", str(ckpt), "--attack", "autoattack", "--limit", "6")
     assert r.returncode == 0, r.stderr
-    report = json.loads((tmp_path / "eval.json").read_text())
+    report = json.loads((tmp_path / "eval-autoattack-standard-n6.json").read_text())  # named by what it holds
     assert report["attack"]["name"] == "autoattack" and report["attack"]["square"]["queries"] == 5000
     assert report["num_samples"] == 6 and report["split"] == "test" and len(report["results"]) == 2
     assert "autoattack 1/2 λ=0 w=1" in r.stderr  # a progress bar per variant

@@ -16,7 +16,7 @@ def rich_deploy(profiled_deploy: Path, tmp_path_factory: pytest.TempPathFactory)
     """The profiled deployment plus what other devices and commands add: a second device's profile, int8 models
     from `quantize`, their `verify` accuracy and a TensorRT engine record (as `build-engines` writes it)."""
     from oatdeploy.atomic import sha256_file
-    from oatdeploy.export.quantize import quantize_deployment
+    from oatdeploy.runtime.quantize import quantize_deployment
 
     deploy = tmp_path_factory.mktemp("info") / "fm"
     shutil.copytree(profiled_deploy, deploy)
@@ -29,7 +29,9 @@ def rich_deploy(profiled_deploy: Path, tmp_path_factory: pytest.TempPathFactory)
         v["latency"]["Orin|trt|fp16|b1"] = {"backend": "trt", "batch": 1, "precision": "fp16", "p50_ms": 0.5 + i,
                                             "p95_ms": 0.75 + i, "runs": 50}
         v["precision_metrics"] = {"int8": {"clean_acc": 0.5, "robust_acc": 0.25}}
-        v["metrics"]["robust_ci95"] = [0.125, 0.375]  # as an eval.json with intervals gives them
+        ra = v["metrics"]["robust_acc"]
+        v["metrics"]["robust_ci95"] = [ra / 2, 0.5 + ra / 2]  # an interval holding RA, as eval.json gives them
+        v["metrics"].pop("clean_ci95", None)  # and none for SA: no empty columns for them
     manifest["variants"][0]["engines"] = [{
         "path": "engines/lam0-w0.5-fp16.engine", "sha256": sha256_file(engine), "precision": "fp16",
         "device": "Orin", "trt_version": "10.3.0", "batch_profile": {"min": 1, "opt": 1, "max": 32}}]
@@ -62,7 +64,7 @@ def test_table_shows_accuracy_cost_profiles_and_engines(cli, rich_deploy: Path) 
     row = next(line for line in text.splitlines() if line.startswith(first["id"] + " "))
     for cell in (f"{first['metrics']['clean_acc']:.3f}", f"{first['metrics']['robust_acc']:.3f}",
                  str(first["params"]), f"{first['flops'] / 1e6:.1f}", "int8", "fp16 Orin TensorRT 10.3.0 b1-32",
-                 "0.125–0.375"):
+                 "{:.3f}–{:.3f}".format(*first["metrics"]["robust_ci95"])):
         assert cell in row, (cell, row)
     assert "[2] Orin|trt|fp16|b1" in text
     latency_rows = [line for line in text.splitlines() if line.startswith(first["id"] + " ")]
@@ -78,7 +80,8 @@ def test_csv_and_markdown_have_one_row_per_variant(cli, rich_deploy: Path) -> No
     assert float(rows[1]["p50 ms Orin|trt|fp16|b1"]) == 1.5 and float(rows[0]["RA int8"]) == 0.25
     assert float(rows[0]["SA"]) == manifest["variants"][0]["metrics"]["clean_acc"]  # unrounded, for a spreadsheet
     assert int(rows[0]["flops"]) == manifest["variants"][0]["flops"]
-    assert (float(rows[0]["RA ci95 low"]), float(rows[0]["RA ci95 high"])) == (0.125, 0.375)
+    ci = manifest["variants"][0]["metrics"]["robust_ci95"]
+    assert [float(rows[0]["RA ci95 low"]), float(rows[0]["RA ci95 high"])] == ci
     assert "SA ci95 low" not in rows[0]  # no SA intervals in this manifest, so no empty columns
 
     md = cli("info", str(rich_deploy), "--format", "md").stdout.strip().splitlines()

@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.xfail(strict=True, reason="oatdeploy/atomic.py renames mkstemp's owner-only (0600) files into place; "
-                   "issue 10's atomic.py fix (keep the target's mode, else 0644 under the umask) makes this pass: "
-                   "remove this marker when it lands")
 def test_train_eval_export_write_group_and_other_readable_files(tmp_path: Path) -> None:
     from oatdeploy.cli import main
 

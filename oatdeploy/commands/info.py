@@ -154,10 +154,9 @@ def format_table(info: dict[str, Any]) -> str:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (to inspect a damaged copy).")
 def info(deploy: str, fmt: str, as_json: bool, no_verify: bool) -> None:
     """Show what DEPLOY holds: variants with SA/RA and cost, every device's latency, engines, quantized models."""
-    from oatdeploy.runtime import Deployment
+    from oatdeploy.runtime.manifest import load_manifest
 
-    dep = Deployment.load(deploy, verify=not no_verify)
-    facts = summary(deploy, dep.manifest)
+    facts = summary(deploy, load_manifest(deploy, check_sha256=not no_verify))  # a whole-folder audit
     fmt = "json" if as_json else fmt
     if fmt == "json":
         click.echo(json.dumps(facts, indent=2))
