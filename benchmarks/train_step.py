@@ -40,11 +40,11 @@ from oatdeploy.runtime.device import cpu_name, gpu_name
 # name -> (what it shows, TrainConfig levers). `attack-param-grads` runs PGD with parameter gradients on
 # (the lever it shows is keeping them off, as both codes do).
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
-    "ours": ("as `oatdeploy train` runs here (bf16 autocast where native, NCHW)", {}),
-    "fp32": ("--no-amp: fp32, like the reference", {"amp": False}),
+    "ours": ("as `oatdeploy train` runs here (fp32 on a CPU, bf16 autocast on CUDA; NCHW)", {}),
+    "bf16": ("--amp-cpu: bf16 autocast on a CPU that computes bf16 natively", {"amp_cpu": True}),
     "channels-last": ("--channels-last", {"channels_last": True}),
     "compile": ("--compile: torch.compile of the model (training and attack)", {"compile": True}),
-    "fp32-compile": ("--no-amp --compile", {"amp": False, "compile": True}),
+    "bf16-compile": ("--amp-cpu --compile", {"amp_cpu": True, "compile": True}),
     "attack-param-grads": ("PGD with parameter gradients on (autograd.grad still computes none of them)", {}),
 }
 

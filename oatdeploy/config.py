@@ -60,7 +60,8 @@ class TrainConfig:
     dual_bn: bool = field(default=True, metadata={"flag": "--dual-bn/--single-bn"})  # False: the paper's ablation
     seed: int = 0
     save_every: int = 0
-    amp: bool = True
+    amp: bool = True  # bf16 autocast on CUDA
+    amp_cpu: bool = False  # and on CPUs that compute bf16 natively
     channels_last: bool = False  # torch 2.13's oneDNN conv backward corrupted the heap with it on a CPU
     compile: bool = False
     device: str = "auto"

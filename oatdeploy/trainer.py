@@ -150,7 +150,7 @@ class OATStep:
         self.pgd = PGDConfig(eps=float(cfg.eps), steps=cfg.pgd_steps, step_size=cfg.step_size)
         self.streams = RankStreams.seeded(seed, rank)
         self.width_gen = torch.Generator().manual_seed(cfg.seed + 2)  # same on every rank
-        self.autocast = cfg.amp and bf16_native(device)
+        self.autocast = cfg.amp and bf16_native(device) and (device.type == "cuda" or cfg.amp_cpu)
         self.channels_last = cfg.channels_last
         # The attack and the training forward share one compiled module (dynamo keeps a graph per mode and width).
         self.net = compile_model(model) if cfg.compile else model

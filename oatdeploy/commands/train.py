@@ -61,7 +61,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "dual_bn": {"help": "Separate BN for clean (λ=0) and adversarial samples; --single-bn is the paper's ablation."},
     "seed": {"help": "Seeds the model, data order, λs, PGD starts and augmentation."},
     "save_every": {"type": click.IntRange(min=0), "help": "Also checkpoint every N steps (0: at each epoch's end)."},
-    "amp": {"help": "bf16 autocast where the hardware computes bf16 natively: CUDA, CPUs with AVX-512 BF16 or AMX."},
+    "amp": {"help": "bf16 autocast on CUDA GPUs that compute bf16 natively (--no-amp: fp32)."},
+    "amp_cpu": {"help": "bf16 autocast on CPUs with AVX-512 BF16 or AMX too: about 0.65x the fp32 step time there, "
+                        "but in the demo it halved how far RA moves with λ, so it is off by default."},
     "channels_last": {"help": "Channels-last tensors: faster convolutions on CUDA (on a CPU, torch 2.13's oneDNN "
                               "convolution backward corrupted memory with them, so it is off by default)."},
     "compile": {"help": "torch.compile the model for training and for the attack (minutes of compiling first)."},
