@@ -101,8 +101,14 @@ def changed_from_default(config: Any) -> set[str]:
     return {f.name for f in user_fields(type(config)) if getattr(config, f.name) != default_of(f)}
 
 
-def _same(a: Any, b: Any) -> bool:
+# Lists the trainer keeps as sorted sets: `--widths 1,0.5` on a resume means what the saved [0.5, 1.0] means.
+AS_SETS = frozenset({"lambdas", "widths"})
+
+
+def _same(a: Any, b: Any, as_set: bool = False) -> bool:
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if as_set:
+            a, b = sorted(set(a)), sorted(set(b))
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
@@ -115,7 +121,7 @@ def resumed_config(saved: Mapping[str, Any], requested: TrainConfig, given: Coll
     saved = {**LEGACY, **saved}
     fields = user_fields(type(requested))
     conflicts = [f for f in fields if f.name in given and f.name not in MAY_CHANGE_ON_RESUME and f.name in saved
-                 and not _same(getattr(requested, f.name), saved[f.name])]
+                 and not _same(getattr(requested, f.name), saved[f.name], f.name in AS_SETS)]
     if conflicts:
         said = ", ".join(option_text(f, getattr(requested, f.name)) for f in conflicts)
         has = ", ".join(option_text(f, saved[f.name]) for f in conflicts)

@@ -207,9 +207,14 @@ def make_optimizer(model: OATModel, cfg: TrainConfig, total_steps: int) -> tuple
 
 
 def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: int) -> TrainConfig:
+    # --lambda-weights follow --lambdas as given; the λs are then sorted, and the weights with them.
+    given = [float(v) for v in cfg.lambdas if float(v) != 0.0]
+    weights = {} if cfg.lambda_weights is None else dict(
+        zip(given, check_weights(cfg.lambda_weights, given), strict=True))
     cfg.lambdas = check_lambdas(cfg.lambdas)
     cfg.widths = check_widths(cfg.widths)
-    cfg.lambda_weights = check_weights(cfg.lambda_weights, cfg.lambdas)
+    if cfg.lambda_weights is not None:
+        cfg.lambda_weights = check_weights([weights[v] for v in cfg.lambdas if v != 0.0], cfg.lambdas)
     if cfg.film not in FILM_KINDS:
         raise OatError(f"--film must be one of {', '.join(FILM_KINDS)}, got {cfg.film!r}")
     if cfg.film_lr_scale <= 0 or (cfg.film_weight_decay is not None and cfg.film_weight_decay < 0):

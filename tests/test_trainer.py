@@ -142,3 +142,23 @@ def test_the_global_batch_must_split_evenly_over_the_processes() -> None:
     with pytest.raises(OatError, match="multiple of 2"):
         resolve_config(TrainConfig(batch_size=15), data, world_size=2)
     assert resolve_config(TrainConfig(batch_size=16), data, world_size=2).world_size == 2
+
+
+def test_lambda_weights_follow_the_lambdas_as_given() -> None:
+    from oatdeploy.trainer import resolve_config
+
+    data = load_dataset("fmnist-mini", limit=64)
+    cfg = resolve_config(TrainConfig(lambdas=[1, 0, 0.2], lambda_weights=[3, 1]), data, world_size=1)
+    assert cfg.lambdas == [0.0, 0.2, 1.0] and cfg.lambda_weights == [1.0, 3.0]
+
+
+def test_a_resume_takes_sets_in_any_order_and_refuses_what_contradicts() -> None:
+    from oatdeploy.config import resumed_config
+
+    saved = {**vars(TrainConfig(widths=[0.5, 1.0], lambdas=[0.0, 1.0])), "film": "linear"}
+    cfg = resumed_config(saved, TrainConfig(widths=[1.0, 0.5], lambdas=[1, 0]), {"widths", "lambdas"}, "ckpt")
+    assert sorted(cfg.widths) == [0.5, 1.0]  # resolve_config sorts it
+    with pytest.raises(OatError, match=r"--widths 0\.25,1 contradicts ckpt"):
+        resumed_config(saved, TrainConfig(widths=[0.25, 1.0]), {"widths"}, "ckpt")
+    old = {k: v for k, v in saved.items() if k != "film"}  # a checkpoint from before the FiLM kinds
+    assert resumed_config(old, TrainConfig(), set(), "ckpt").film == "mlp"
