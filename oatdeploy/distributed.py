@@ -135,11 +135,23 @@ def any_rank(flag: int, device: torch.device) -> int:
     return int(t.item())
 
 
-def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
-    """Every rank's `obj` on rank 0 (a list in rank order), None elsewhere; O(world) traffic."""
-    out: list[Any] | None = [None] * info.world_size if info.is_main else None
-    dist.gather_object(obj, out, dst=0)
-    return out
+def gather_to_main(states: dict[str, torch.Tensor], info: DistInfo) -> list[dict[str, torch.Tensor]] | None:
+    """Every rank's `states` (byte tensors of the same sizes on every rank: generator states) on rank 0, in rank
+    order; None elsewhere.
+
+    A tensor collective, not `gather_object`: the pickled bytes it sends are Python-owned memory, and a gloo
+    worker that frees its last work while the group is destroyed waits for the GIL that the destroying
+    thread holds, so a rank hung at exit after its final checkpoint.
+    """
+    keys = sorted(states)
+    sizes = [states[k].numel() for k in keys]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    flat = torch.cat([states[k].reshape(-1) for k in keys]).to(device)
+    out = [torch.empty_like(flat) for _ in range(info.world_size)] if info.is_main else None
+    dist.gather(flat, out, dst=0)
+    if out is None:
+        return None
+    return [{k: part.cpu().clone() for k, part in zip(keys, t.split(sizes), strict=True)} for t in out]
 
 
 def heartbeat(info: DistInfo, step: int) -> None:
