@@ -83,7 +83,11 @@ def shutdown(info: DistInfo, clean: bool = True) -> None:
     """
     if info.owns_group and dist.is_initialized():
         if clean:
-            dist.barrier()
+            # Each gloo worker thread keeps its last work until it takes the next, and destroying the group joins
+            # them while holding the GIL: a last work whose tensors have Python objects then deadlocks. End every
+            # worker on a barrier (tensors made in C++): four at once occupy both of gloo's two threads.
+            for work in [dist.barrier(async_op=True) for _ in range(4)]:
+                work.wait()
         dist.destroy_process_group()
 
 

@@ -21,6 +21,7 @@ Runs stop cleanly on SIGTERM/SIGINT (preemption.py) and resume per rank (resume.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -410,4 +411,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise
         raise lost_rank_error(info, run.step if run else -1, e) from None
     finally:
+        run = None  # DDP's reducer holds the group: it must go while the group is still registered
+        gc.collect()
         shutdown(info, clean_exit)
