@@ -331,36 +331,37 @@ class Run:
 
     def run(self, stop: StopRequests, progress: bool) -> Path:
         cfg, info = self.cfg, self.info
-        bar = tqdm(total=self.stop_at, initial=self.step, desc="train", unit="step",
-                   disable=not (progress and info.is_main))
         self.model.train()
         t0 = time.perf_counter()
-        while self.step < self.stop_at:
-            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch)
-            order = torch.tensor(list(self.sampler), dtype=torch.long)
-            for b in range(in_epoch, self.steps_per_epoch):
-                stats = self.train_step(order, b)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats['sa']:.2f}", ra=f"{stats.get('ra', 0):.2f}")
-                if info.is_main and (self.step % 20 == 0 or self.step == self.stop_at):
-                    log.info("epoch %d step %d/%d loss %.4f sa %.3f ra %.3f lr %.4g", epoch, self.step, self.stop_at,
-                             stats["loss"], stats["sa"], stats.get("ra", math.nan), self.sched.get_last_lr()[0])
-                if self.step >= self.stop_at:
-                    break
-                signum = self.stop_requested(stop)
-                if signum:
-                    bar.close()
+        # The bar ends its line however the loop ends, so an error or the resume hint starts a line of its own.
+        with tqdm(total=self.stop_at, initial=self.step, desc="train", unit="step",
+                  disable=not (progress and info.is_main)) as bar:
+            while self.step < self.stop_at:
+                epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+                self.sampler.set_epoch(epoch)
+                order = torch.tensor(list(self.sampler), dtype=torch.long)
+                for b in range(in_epoch, self.steps_per_epoch):
+                    stats = self.train_step(order, b)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats['sa']:.2f}",
+                                    ra=f"{stats.get('ra', 0):.2f}")
+                    if info.is_main and (self.step % 20 == 0 or self.step == self.stop_at):
+                        log.info("epoch %d step %d/%d loss %.4f sa %.3f ra %.3f lr %.4g", epoch, self.step,
+                                 self.stop_at, stats["loss"], stats["sa"], stats.get("ra", math.nan),
+                                 self.sched.get_last_lr()[0])
+                    if self.step >= self.stop_at:
+                        break
+                    signum = self.stop_requested(stop)
+                    if signum:
+                        self.save()
+                        if info.is_main:
+                            log.info("stopped by signal %d after step %d/%d; checkpoint written", signum, self.step,
+                                     self.stop_at)
+                        raise TrainingInterrupted(signum, self.step, self.stop_at, str(self.ckpt_path))
+                    if cfg.save_every and self.step % cfg.save_every == 0:
+                        self.save()
+                if self.step < self.stop_at:
                     self.save()
-                    if info.is_main:
-                        log.info("stopped by signal %d after step %d/%d; checkpoint written", signum, self.step,
-                                 self.stop_at)
-                    raise TrainingInterrupted(signum, self.step, self.stop_at, str(self.ckpt_path))
-                if cfg.save_every and self.step % cfg.save_every == 0:
-                    self.save()
-            if self.step < self.stop_at:
-                self.save()
-        bar.close()
         self.save()
         if info.is_main:
             log.info("done: %d steps in %.1f s", self.step, time.perf_counter() - t0)
