@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from oatdeploy.atomic import sha256_file
+from oatdeploy.eval_files import attack_label
 from oatdeploy.runtime import manifest as owner
 
 REQUIRED = ("format", "version", "model", "threat_model", "source", "variants")
@@ -34,14 +35,6 @@ def metrics_source(report: dict[str, Any] | None, origin: str | None) -> dict[st
         return {"origin": None, "attack": None, "num_samples": 0,
                 "note": "no SA/RA: no eval.json for this checkpoint; run `oatdeploy eval` or export with --evaluate"}
     return {"origin": origin, "attack": report["attack"], "num_samples": report["num_samples"]}
-
-
-def attack_label(report: dict[str, Any] | None) -> str | None:
-    """`pgd-20`, `apgd-ce-100`, `autoattack-standard`: a short name of the attack behind the robust accuracies."""
-    if not report:
-        return None
-    attack = report["attack"]
-    return f"{attack['name']}-{attack['version'] if 'version' in attack else attack['steps']}"
 
 
 def variant_metrics(report: dict[str, Any] | None, lam: float, width: float) -> dict[str, Any]:

@@ -27,14 +27,21 @@ def same_evaluation(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in SIGNATURE)
 
 
+def attack_label(report: dict[str, Any] | None) -> str | None:
+    """`pgd-20`, `apgd-ce-100`, `autoattack-standard`: a short name of the attack behind the robust accuracies."""
+    if not report:
+        return None
+    attack = report.get("attack") or {}
+    kind = attack.get("version") or attack.get("steps")
+    return f"{attack.get('name', '?')}{f'-{kind}' if kind else ''}"
+
+
 def describe_evaluation(report: dict[str, Any]) -> str:
     """`pgd-20, eps 0.1, 1000 images`, `autoattack-standard, ...`: what an evaluation holds, in words."""
     attack = report.get("attack") or {}
-    kind = attack.get("version") or attack.get("steps")
-    steps = f"-{kind}" if kind else ""
     eps = f", eps {attack['eps']:.4g}" if isinstance(attack.get("eps"), (int, float)) else ""
     split = f" of the {report['split']} split" if report.get("split", "test") != "test" else ""
-    return f"{attack.get('name', '?')}{steps}{eps}, {report.get('num_samples', '?')} images{split}"
+    return f"{attack_label(report)}{eps}, {report.get('num_samples', '?')} images{split}"
 
 
 def evaluations_of(checkpoint: Path) -> dict[Path, dict[str, Any]]:

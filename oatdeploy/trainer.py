@@ -215,7 +215,7 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
     cfg.lambdas = check_lambdas(cfg.lambdas)
     cfg.widths = check_widths(cfg.widths)
     if cfg.lambda_weights is not None:
-        cfg.lambda_weights = check_weights([weights[v] for v in cfg.lambdas if v != 0.0], cfg.lambdas)
+        cfg.lambda_weights = [weights[v] for v in cfg.lambdas if v != 0.0]
     if cfg.film not in FILM_KINDS:
         raise OatError(f"--film must be one of {', '.join(FILM_KINDS)}, got {cfg.film!r}")
     if cfg.film_lr_scale <= 0 or (cfg.film_weight_decay is not None and cfg.film_weight_decay < 0):
@@ -412,6 +412,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise
         raise lost_rank_error(info, run.step if run else -1, e) from None
     finally:
-        run = None  # DDP's reducer holds the group: it must go while the group is still registered
-        gc.collect()
+        if info.distributed:
+            run = None  # DDP's reducer holds the group: it must go while the group is still registered
+            gc.collect()
         shutdown(info, clean_exit)

@@ -6,11 +6,12 @@ import json
 
 import click
 
+from oatdeploy.commands.options import graph_options
+
 
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@graph_options
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(min=5), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

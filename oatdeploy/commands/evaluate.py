@@ -30,9 +30,8 @@ def evaluate(checkpoint: str, out: str | None, pgd_steps: int, eps: float | None
     """SA and RA for every (λ, width) of CHECKPOINT, printed as a table and written as JSON."""
     from oatdeploy.atomic import atomic_write_json
     from oatdeploy.errors import OatError
-    from oatdeploy.eval_files import evaluation_name
+    from oatdeploy.eval_files import attack_label, evaluation_name
     from oatdeploy.evaluate import format_table, run_evaluation
-    from oatdeploy.export.manifest import attack_label
     from oatdeploy.overwrite import check_evaluation_file
 
     report = run_evaluation(checkpoint, pgd_steps=pgd_steps, eps=eps, limit=limit, data_dir=data_dir,

@@ -52,7 +52,7 @@ def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | N
     if source["origin"] is None:
         click.echo(f"note: {source['note']} (so `select` can use accuracy budgets)")
     else:
-        from oatdeploy.export.manifest import attack_label
+        from oatdeploy.eval_files import attack_label
 
         label = attack_label({"attack": source["attack"]})
         click.echo(f"SA/RA from {source['origin']} ({label}, eps {source['attack']['eps']:g}, "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from oatdeploy.commands.options import graph_options
+
 
 def format_profile(rows: list[dict[str, object]]) -> str:
     """One line per (variant, batch): p50, the lowest-highest round median (the noise), p95, how many runs."""
@@ -26,8 +28,7 @@ def format_profile(rows: list[dict[str, object]]) -> str:
 
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@graph_options
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1,), show_default=True,
               help="Batch size; repeat for several.")
 @click.option("--runs", type=click.IntRange(min=5), default=50, show_default=True,
