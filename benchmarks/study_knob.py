@@ -29,26 +29,37 @@ from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, dedicated_run, 
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.runtime.device import cpu_name
 
-# Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (a per-λ FiLM table trained
-# like every other weight); `mlp` was the default before it; `paper` is the MLP with the reference code's
-# initialisation; `lr10` the table with ten times the learning rate and no weight decay.
+# Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (per-λ FiLM tables and a per-λ
+# correction of the classifier, trained like every other weight; half of every batch at λ = 0). The others, in the
+# order they were the default or were tried: `paper` the paper's FiLM MLP with the reference code's initialisation,
+# `mlp` that MLP with an identity start, `table` the per-λ FiLM table (one classifier, the paper's λ = 0 share of
+# 1/6), `head` the table with the per-λ classifier at the paper's share; `lr10` the table with ten times the
+# learning rate and no weight decay.
+PAPER_SHARE: dict[str, Any] = {"clean_share": None}
+SHARED_HEAD: dict[str, Any] = {"lambda_head": False}
+TABLE: dict[str, Any] = {**SHARED_HEAD, **PAPER_SHARE}
 LR10: dict[str, Any] = {"film_lr_scale": 10.0, "film_weight_decay": 0.0}
 ENDS: dict[str, Any] = {"lambda_weights": [1, 1, 1, 1, 3], "clean_share": 0.25}
 LEVERS: dict[str, dict[str, Any]] = {
     "paper": {"film": "paper", **PLAIN_FILM},
     "mlp": {"film": "mlp", **PLAIN_FILM},
-    "lr10": {"film": "linear", **LR10},
+    "lr10": {"film": "linear", **LR10, **TABLE},
+    "table": TABLE,
+    "head": PAPER_SHARE,
     "default": {},
 }
-# Screened with one seed on the way (docs/knob.md); run them with --levers.
+# Screened with one seed on the way (docs/knob.md), or run with two beside the above; run them with --levers.
 MORE_LEVERS: dict[str, dict[str, Any]] = {
-    "mlp-wd0": {"film": "mlp", "film_weight_decay": 0.0},
-    "wd0": {"film_weight_decay": 0.0},
-    "lr5": {"film_lr_scale": 5.0, "film_weight_decay": 0.0},
-    "lr30": {"film_lr_scale": 30.0, "film_weight_decay": 0.0},
-    "ends": ENDS,
-    "lr10-ends": {**LR10, **ENDS},
-    "lr10-ends6": {**LR10, "lambda_weights": [1, 1, 1, 1, 6], "clean_share": 0.25},
+    "mlp-wd0": {"film": "mlp", "film_weight_decay": 0.0, **TABLE},
+    "wd0": {"film_weight_decay": 0.0, **TABLE},
+    "lr5": {"film_lr_scale": 5.0, "film_weight_decay": 0.0, **TABLE},
+    "lr30": {"film_lr_scale": 30.0, "film_weight_decay": 0.0, **TABLE},
+    "ends": {**ENDS, **SHARED_HEAD},
+    "lr10-ends": {**LR10, **ENDS, **SHARED_HEAD},
+    "lr10-ends6": {**LR10, "lambda_weights": [1, 1, 1, 1, 6], "clean_share": 0.25, **SHARED_HEAD},
+    "head-lr3": {"film_lr_scale": 3.0, "film_weight_decay": 0.0, **PAPER_SHARE},
+    "shared-head": SHARED_HEAD,  # half the batch at λ = 0, one classifier
+    "lam1x3": {"lambda_weights": [1, 1, 1, 1, 3]},  # the default with λ = 1 drawn three times as often
 }
 ALL_LEVERS = {**LEVERS, **MORE_LEVERS}
 

@@ -26,12 +26,14 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from oatdeploy.atomic import atomic_save, atomic_write_bytes, atomic_write_json
+from oatdeploy.config import LEGACY, contradictions, user_fields
 from oatdeploy.evaluate import run_evaluation
 from oatdeploy.runtime.device import cpu_name, gpu_name
 from oatdeploy.trainer import TrainConfig, train
@@ -50,8 +52,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # FiLM trained like every other weight (no learning-rate boost, the usual weight decay). A dedicated model has one
-# λ, so its FiLM is one more per-channel affine after the BN: trained this way it is the plain network it is.
-PLAIN_FILM: dict[str, Any] = {"film_lr_scale": 1.0, "film_weight_decay": None}
+# λ, so its FiLM is one more per-channel affine after the BN, and it has one classifier (a per-λ correction of it
+# would only be a second copy): trained this way it is the plain network it is. Its batches are all of its one λ
+# whatever the λ = 0 share says; the share is recorded as the paper's, as these runs were.
+PLAIN_FILM: dict[str, Any] = {"film_lr_scale": 1.0, "film_weight_decay": None, "lambda_head": False,
+                              "clean_share": None}
 
 
 def plan(p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,27 +107,50 @@ def claim(folder: Path) -> bool:
     return True
 
 
-def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | None) -> dict[str, Any]:
-    folder = root / run["name"]
-    while not (folder / "eval.json").is_file() and not claim(folder):
-        time.sleep(20)  # another process is training this run
-    if not (folder / "eval.json").is_file():
+def check_recipe(folder: Path, cfg: TrainConfig) -> None:
+    """Refuse to reuse a finished run trained with another recipe (after a default changed, say): every
+    field counts except where the data lives and how the process ran (`amp` too: runs from before `amp_cpu`
+    existed recorded amp=True for fp32 CPU training) and an ε left to the dataset's default."""
+    saved = json.loads((folder / "config.json").read_text())
+    given = {f.name for f in user_fields()} - {"amp", "amp_cpu"}
+    if cfg.eps is None:
+        given.discard("eps")  # the dataset's default, which the run resolved and recorded
+    stale = contradictions(saved, cfg, given)
+    if stale:
+        said = ", ".join(f"{f.name}={saved.get(f.name, LEGACY.get(f.name))!r} (asked {getattr(cfg, f.name)!r})"
+                         for f in stale)
+        sys.exit(f"{folder} was trained with {said}; move it away (or pass another --runs) to train it again")
+
+
+def trained_report(folder: Path, cfg: TrainConfig, evaluate: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """The run's eval.json: reused if the run was trained as `cfg` says; otherwise trained (an interrupted run
+    continues from its last checkpoint, bit-exactly), evaluated by `evaluate(checkpoint)` and written."""
+    if (folder / "eval.json").is_file():
+        check_recipe(folder, cfg)
+    else:
         t0 = time.time()
-        cfg = TrainConfig(**{"dataset": "fashion-mnist", "data_dir": data_dir, "arch": p["arch"],
-                             "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
-                             "seed": run["seed"], "epochs": run["epochs"], "batch_size": 128, "pgd_steps": 7,
-                             "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
-                             # fp32 everywhere: runs on CPUs with and without native bf16 compute the same thing
-                             "amp": False,
-                             **run.get("recipe", {})})
-        # An interrupted run continues from its last checkpoint (bit-exact resume).
         ckpt = train(cfg, resume=(folder / "supernet.pt").is_file(), progress=sys.stderr.isatty())
         train_s = time.time() - t0
-        report = run_evaluation(ckpt, pgd_steps=20, limit=p["test_limit"], data_dir=data_dir, progress=False)
+        report = evaluate(ckpt)
         report["wall_s"] = {"train": round(train_s, 1), "eval": round(time.time() - t0 - train_s, 1)}
         atomic_write_json(folder / "eval.json", report)
-        (folder / ".training-pid").unlink(missing_ok=True)
-    report = json.loads((folder / "eval.json").read_text())
+    return json.loads((folder / "eval.json").read_text())
+
+
+def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | None) -> dict[str, Any]:
+    folder = root / run["name"]
+    cfg = TrainConfig(**{"dataset": "fashion-mnist", "data_dir": data_dir, "arch": p["arch"],
+                         "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
+                         "seed": run["seed"], "epochs": run["epochs"], "batch_size": 128, "pgd_steps": 7,
+                         "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
+                         # fp32 everywhere: runs on CPUs with and without native bf16 compute the same thing
+                         "amp": False,
+                         **run.get("recipe", {})})
+    while not (folder / "eval.json").is_file() and not claim(folder):
+        time.sleep(20)  # another process is training this run
+    report = trained_report(folder, cfg, lambda ckpt: run_evaluation(ckpt, pgd_steps=20, limit=p["test_limit"],
+                                                                      data_dir=data_dir, progress=False))
+    (folder / ".training-pid").unlink(missing_ok=True)
     print(f"{run['name']:<28} done ({report.get('wall_s')})", flush=True)
     return {**run, "results": report["results"], "wall_s": report.get("wall_s")}
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from oatdeploy.atomic import atomic_save
+from oatdeploy.config import LEGACY
 from oatdeploy.errors import ArtifactError
 from oatdeploy.models import OATModel, create_model
 from oatdeploy.supernet import Supernet
@@ -77,10 +78,11 @@ def unreadable_reason(path: Path, error: Exception) -> str:
 
 
 def model_from_config(config: dict[str, Any]) -> OATModel:
-    """The supernet a resolved config describes (checkpoints from before FiLM kinds existed used the MLP)."""
+    """The supernet a resolved config describes (a field the checkpoint predates takes its LEGACY value)."""
     return create_model(config["arch"], widths=config["widths"], num_classes=config["num_classes"],
                         in_channels=config["input_shape"][0], enc_dim=config["enc_dim"],
-                        film=config.get("film", "mlp"))
+                        film=config.get("film", LEGACY["film"]),
+                        lambda_head=config.get("lambda_head", LEGACY["lambda_head"]))
 
 
 def load_supernet(path: str | os.PathLike) -> Supernet:

@@ -22,7 +22,7 @@ from oatdeploy.errors import OatError
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 DERIVED = {"derived": True}
 # What a checkpoint written before a field existed was trained with (not the field's default today).
-LEGACY = {"film": "mlp"}
+LEGACY = {"film": "mlp", "lambda_head": False}
 MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "max_steps", "save_every", "device", "dist_timeout",
                                   "channels_last", "compile"})
 
@@ -50,9 +50,11 @@ class TrainConfig:
     enc_kind: str = field(default="rand", metadata={"flag": "--encoding"})
     enc_dim: int = 128
     film: str = "linear"  # FiLM kind: linear (per-λ table), mlp (the paper's MLP, identity start), paper (its init too)
-    film_lr_scale: float = 1.0  # FiLM's learning rate as a multiple of --lr
-    film_weight_decay: float | None = None  # None: the same as --weight-decay
-    clean_share: float | None = None
+    # A per-λ correction of the classifier too; --shared-head is the paper's one classifier for every λ:
+    lambda_head: bool = field(default=True, metadata={"flag": "--lambda-head/--shared-head"})
+    film_lr_scale: float = 1.0  # the λ conditioning's (FiLM, per-λ classifier) learning rate as a multiple of --lr
+    film_weight_decay: float | None = None  # its weight decay; None: the same as --weight-decay
+    clean_share: float | None = 0.5  # λ = 0 samples per batch; None: 1 / the number of λs (the paper)
     lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
     train_limit: int | None = None
     val_split: bool = False  # hold out the last 5,000 training images, as the paper's code does
@@ -115,13 +117,20 @@ def _same(a: Any, b: Any, as_set: bool = False) -> bool:
     return a == b
 
 
+def contradictions(saved: Mapping[str, Any], requested: Any, given: Collection[str]) -> list[dataclasses.Field[Any]]:
+    """The given fields (other than those a resume may change) whose requested value differs from the saved
+    run's; a field the run predates counts with its LEGACY value, one it predates without a LEGACY value not."""
+    saved = {**LEGACY, **saved}
+    return [f for f in user_fields(type(requested)) if f.name in given and f.name not in MAY_CHANGE_ON_RESUME
+            and f.name in saved and not _same(getattr(requested, f.name), saved[f.name], f.name in AS_SETS)]
+
+
 def resumed_config(saved: Mapping[str, Any], requested: TrainConfig, given: Collection[str],
                    checkpoint: str) -> TrainConfig:
     """The checkpoint's configuration plus the given options a resume may change; contradictions are refused."""
     saved = {**LEGACY, **saved}
     fields = user_fields(type(requested))
-    conflicts = [f for f in fields if f.name in given and f.name not in MAY_CHANGE_ON_RESUME and f.name in saved
-                 and not _same(getattr(requested, f.name), saved[f.name], f.name in AS_SETS)]
+    conflicts = contradictions(saved, requested, given)
     if conflicts:
         said = ", ".join(option_text(f, getattr(requested, f.name)) for f in conflicts)
         has = ", ".join(option_text(f, saved[f.name]) for f in conflicts)

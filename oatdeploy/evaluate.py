@@ -97,15 +97,16 @@ class APGDEval:
 
 
 def evaluate_supernet(sn: Supernet, x: torch.Tensor, y: torch.Tensor, attack: PGDConfig | RobustAccuracy,
-                      batch_size: int = 256, progress: bool = True,
-                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """SA and RA per (λ, width), in the eval.json layout.
+                      batch_size: int = 256, progress: bool = True, extra: dict[str, Any] | None = None,
+                      widths: list[float] | None = None) -> dict[str, Any]:
+    """SA and RA per (λ, width) (every trained width, or those in `widths`), in the eval.json layout.
 
     Attacks run on the folded subnetwork in eval mode: the same function as the supernet (tests hold them
     to 1e-4), about a third cheaper per attack step, and exactly what export ships.
     """
     robust = PGDEval(attack, batch_size) if isinstance(attack, PGDConfig) else attack
-    pairs = [(lam, w) for w in sn.widths for lam in sn.lambdas]
+    pairs = [(lam, w) for w in (sn.widths if widths is None else [sn.widths[sn.width_index(v)] for v in widths])
+             for lam in sn.lambdas]
     results = []
     device = next(sn.model.parameters()).device
     own_bars = getattr(robust, "progress", False)  # an attack with a bar per variant replaces the overall one
@@ -216,7 +217,8 @@ def make_attack(name: str, eps: float, num_classes: int, pgd_steps: int = 20, ba
 
 def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | None = None, limit: int | None = None,
                    data_dir: str | None = None, batch_size: int = 256, attack: str = "pgd",
-                   progress: bool = True, val_split: bool = False) -> dict[str, Any]:
+                   progress: bool = True, val_split: bool = False,
+                   widths: list[float] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test split, or the reference's validation split (`oatdeploy eval`)."""
     from oatdeploy import data as datasets
     from oatdeploy.atomic import sha256_file
@@ -230,4 +232,4 @@ def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | Non
                          progress)
     extra = {"dataset": cfg["dataset"], "split": split, "split_note": datasets.split_note(cfg["dataset"], split, False),
              "checkpoint_sha256": sha256_file(checkpoint)}
-    return evaluate_supernet(sn, data.x, data.y, robust, batch_size, progress, extra)
+    return evaluate_supernet(sn, data.x, data.y, robust, batch_size, progress, extra, widths)

@@ -249,6 +249,7 @@ def import_reference(req: ImportRequest) -> Path:
         "eps": float(DEFAULT_EPS[req.dataset] if req.eps is None else req.eps),
         "enc_kind": req.encoding, "enc_dim": layout.enc_dim, "dual_bn": layout.dual_bn,
         "film": "paper",  # the reference's FiLM_Layer: Linear → LeakyReLU → Linear, leaky-ReLU'd scale and shift
+        "lambda_head": False,  # and its one linear classifier for every λ
         "val_split": req.dataset in VAL_HOLDOUT, "num_classes": 10, "input_shape": [3, size, size],
         "imported_from": {
             "format": "VITA-Group/Once-for-All-Adversarial-Training", "checkpoint": req.checkpoint.name,

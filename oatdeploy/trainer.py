@@ -56,7 +56,7 @@ from oatdeploy.distributed import (
 from oatdeploy.errors import OatError
 from oatdeploy.lambdas import build_table, check_lambdas, check_weights, check_widths, sample_indices
 from oatdeploy.models import OATModel
-from oatdeploy.nn import FILM_KINDS, SwitchableFiLM
+from oatdeploy.nn import FILM_KINDS, SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
 from oatdeploy.resume import RankStreams, restore_streams
 
@@ -196,8 +196,10 @@ class OATStep:
 
 
 def make_optimizer(model: OATModel, cfg: TrainConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """SGD with FiLM's parameters in their own group (its own learning rate and weight decay)."""
-    film = {id(p): p for m in model.modules() if isinstance(m, SwitchableFiLM) for p in m.parameters()}
+    """SGD with the λ conditioning (FiLM and the classifier's per-λ correction) in its own group (its own
+    learning rate and weight decay)."""
+    film = {id(p): p for m in model.modules() if isinstance(m, (SwitchableFiLM, SwitchableLambdaLinear))
+            for p in m.parameters()}
     rest = [p for p in model.parameters() if id(p) not in film]
     film_wd = cfg.weight_decay if cfg.film_weight_decay is None else cfg.film_weight_decay
     groups = [{"params": rest},

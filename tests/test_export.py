@@ -58,11 +58,14 @@ def test_shared_graph_is_exact_for_every_lambda(shared: Path, trained_run: Path)
         assert np.abs(out - sn.predict(x, v["lambda"], v["width"]).numpy()).max() < 1e-4
 
 
-@pytest.mark.parametrize(("arch", "shape"), [("resnet20", (3, 32, 32)), ("resnet34", (3, 32, 32))])
-def test_random_init_export_is_exact(arch: str, shape: tuple[int, int, int], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("arch", "shape", "film", "head"), [("resnet20", (3, 32, 32), "mlp", False),
+                                                         ("resnet34", (3, 32, 32), "mlp", False),
+                                                         ("resnet20", (3, 32, 32), "linear", True)])
+def test_random_init_export_is_exact(arch: str, shape: tuple[int, int, int], film: str, head: bool,
+                                     tmp_path: Path) -> None:
     from test_models import LAMBDAS, WIDTHS, randomized_supernet
 
-    sn = randomized_supernet(arch, shape[0], shape[1])
+    sn = randomized_supernet(arch, shape[0], shape[1], film=film, lambda_head=head)
     x = torch.rand(2, *shape)
     for w in WIDTHS:
         shared_path = export_onnx(sn.shared_subnet(w), tmp_path / f"shared-{w}.onnx", shape, shared=True)

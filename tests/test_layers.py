@@ -9,6 +9,7 @@ from oatdeploy.nn import (
     DualBN2d,
     FiLM,
     FiLMSpec,
+    LambdaLinear,
     LinearFiLM,
     SlimConv2d,
     SlimLinear,
@@ -59,6 +60,24 @@ def test_linear_film_is_a_per_lambda_table_starting_at_the_identity() -> None:
         for b, a in zip(before, after, strict=True):
             assert torch.allclose(a[:3], b[:3], atol=1e-6), kind  # λ = 0, 0.1, 0.4 unmoved
             assert not torch.allclose(a[3], b[3]), kind  # λ = 1 learned
+
+
+def test_lambda_linear_is_a_per_lambda_table_starting_at_zero() -> None:
+    """The classifier's correction: zero at the start (the shared classifier), then one row per λ."""
+    enc = build_table("rand", [0.0, 0.1, 0.4, 1.0], 16)
+    head = LambdaLinear(in_features=6, out_features=3, enc_dim=16)
+    feat = torch.randn(4, 6)
+    assert torch.equal(head(feat, enc[[2]]), torch.zeros(4, 3))
+    head(feat, enc[[3, 3, 3, 3]]).sum().backward()
+    with torch.no_grad():
+        head.weight -= 0.1 * head.weight.grad
+    dw, db = head.tables(enc)
+    assert dw.shape == (4, 3, 6) and db.shape == (4, 3)
+    assert dw[:3].abs().max() < 1e-6 and db[:3].abs().max() < 1e-6  # λ = 0, 0.1, 0.4 unmoved
+    assert dw[3].abs().min() > 0 and db[3].abs().min() > 0  # λ = 1 learned
+    per_sample = head(feat, enc[[0, 3, 3, 1]])  # each sample read through its own λ's row
+    assert torch.allclose(per_sample[1:3], feat[1:3] @ dw[3].T + db[3], atol=1e-6)
+    assert torch.allclose(per_sample[[0, 3]], torch.zeros(2, 3), atol=1e-6)
 
 
 def test_dual_bn_routes_leading_samples_to_clean_bn() -> None:

@@ -12,7 +12,7 @@ import oatdeploy
 from oatdeploy.errors import OatError
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model, list_models
-from oatdeploy.nn import FILM_KINDS, LinearFiLM
+from oatdeploy.nn import FILM_KINDS, LambdaLinear, LinearFiLM
 from oatdeploy.supernet import Supernet
 
 LAMBDAS = [0.0, 0.2, 1.0]
@@ -20,13 +20,14 @@ WIDTHS = [0.5, 0.75, 1.0]
 
 
 def randomized_supernet(arch: str, in_channels: int, size: int, dual_bn: bool = True,
-                        film: str = "mlp") -> Supernet:
-    """A supernet whose BN statistics and affines (and FiLM tables) are random, so folding has something to get
-    wrong."""
+                        film: str = "mlp", lambda_head: bool = False) -> Supernet:
+    """A supernet whose BN statistics and affines (and FiLM and classifier tables) are random, so folding has
+    something to get wrong."""
     torch.manual_seed(0)
-    model = create_model(arch, widths=WIDTHS, num_classes=10, in_channels=in_channels, enc_dim=16, film=film)
+    model = create_model(arch, widths=WIDTHS, num_classes=10, in_channels=in_channels, enc_dim=16, film=film,
+                         lambda_head=lambda_head)
     for m in model.modules():
-        if isinstance(m, LinearFiLM):
+        if isinstance(m, (LinearFiLM, LambdaLinear)):
             with torch.no_grad():
                 m.weight.uniform_(-0.3, 0.3)
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -48,13 +49,15 @@ def test_registry_lists_the_paper_models_and_rejects_unknown() -> None:
         create_model("resnet20", film="table")
 
 
-@pytest.mark.parametrize(("arch", "channels", "size", "film"),
-                         [("resnet20", 1, 28, "mlp"), ("resnet34", 3, 16, "mlp"), ("wrn16_8", 3, 16, "mlp"),
-                          ("wrn40_2", 1, 12, "mlp"), *[("resnet20", 1, 28, k) for k in FILM_KINDS if k != "mlp"],
-                          ("wrn40_2", 1, 12, "linear")])
+@pytest.mark.parametrize(("arch", "channels", "size", "film", "head"),
+                         [("resnet20", 1, 28, "mlp", False), ("resnet34", 3, 16, "mlp", False),
+                          ("wrn16_8", 3, 16, "mlp", False), ("wrn40_2", 1, 12, "mlp", False),
+                          *[("resnet20", 1, 28, k, False) for k in FILM_KINDS if k != "mlp"],
+                          ("resnet20", 1, 28, "linear", True), ("resnet34", 3, 16, "linear", True),
+                          ("wrn40_2", 1, 12, "linear", True)])
 def test_folded_subnet_matches_supernet_for_every_lambda_and_width(arch: str, channels: int, size: int,
-                                                                   film: str) -> None:
-    sn = randomized_supernet(arch, channels, size, film=film)
+                                                                   film: str, head: bool) -> None:
+    sn = randomized_supernet(arch, channels, size, film=film, lambda_head=head)
     x = torch.rand(3, channels, size, size)
     for w in WIDTHS:
         shared = sn.shared_subnet(w)

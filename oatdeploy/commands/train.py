@@ -47,13 +47,18 @@ SPECS: dict[str, dict[str, Any]] = {
     "film": {"type": click.Choice(["linear", "mlp", "paper"]),
              "help": "How λ sets FiLM's scale and shift: linear (a learned row per λ, the default), mlp (the paper's "
                      "two-layer MLP of the encoding, starting at the identity) or paper (that MLP, the paper's init)."},
+    "lambda_head": {"help": "A learned correction of the classifier per λ as well (the default): what lets the "
+                            "variants read the features differently and the knob turn (docs/knob.md); "
+                            "--shared-head is the paper's one classifier for every λ."},
     "film_lr_scale": {"type": click.FloatRange(min=0, min_open=True),
-                      "help": "FiLM's learning rate as a multiple of --lr."},
+                      "help": "The λ conditioning's (FiLM's and the classifier's per-λ correction's) learning rate "
+                              "as a multiple of --lr."},
     "film_weight_decay": {"type": click.FloatRange(min=0),
-                          "default": None, "help": "FiLM's weight decay (default: --weight-decay's)."},
+                          "default": None, "help": "The λ conditioning's weight decay (default: --weight-decay's)."},
     "lambda_weights": {"help": "Sampling weights of the λ > 0 choices, in --lambdas order (default: uniform)."},
     "clean_share": {"type": click.FloatRange(0, 1),
-                    "help": "Share of λ = 0 samples per batch (default: 1 / the number of λs, the paper's)."},
+                    "help": "Share of λ = 0 samples per batch: half by default, which brings the clean end close "
+                            "to standard training (docs/knob.md); the paper's is 1 / the number of λs (1/6)."},
     "train_limit": {"type": click.IntRange(min=1), "help": "Use only the first N training samples (smoke runs)."},
     "val_split": {"help": "Train on all but the last 5,000 training images, as the paper's code does (cifar10, svhn); "
                           "`oatdeploy eval --val-split` evaluates on those 5,000."},

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from oatdeploy.models.plain import AffineSpec, ConvSpec, PlainNet
-from oatdeploy.nn import SlimConv2d, SwitchableDualBN2d, SwitchableFiLM, film_affine, switchable_affine
+from oatdeploy.models.plain import AffineSpec, ConvSpec, LinearSpec, PlainNet, build_layer
+from oatdeploy.nn import (
+    FiLMSpec,
+    SlimConv2d,
+    SlimLinear,
+    SwitchableDualBN2d,
+    SwitchableFiLM,
+    SwitchableLambdaLinear,
+    film_affine,
+    switchable_affine,
+)
 
 
 @dataclass(frozen=True)
@@ -60,18 +69,44 @@ def affine_spec(bn: SwitchableDualBN2d, film: SwitchableFiLM | None, ctx: FoldCt
     return AffineSpec(m * g, m * b + s)
 
 
+def linear_spec(linear: SlimLinear, lam_linear: SwitchableLambdaLinear | None, ctx: FoldCtx) -> LinearSpec:
+    """The classifier for `ctx.width`, one row per λ: the shared layer plus the λ's correction, if any."""
+    width = linear.in_list[ctx.width]
+    weight = linear.weight[:, :width].expand(ctx.num_lambdas, -1, -1)
+    bias = linear.bias.expand(ctx.num_lambdas, -1)
+    if lam_linear is not None:
+        dw, db = lam_linear.heads[ctx.width].tables(ctx.encs)
+        weight, bias = weight + dw, bias + db
+    return LinearSpec(weight, bias)
+
+
 class OATModel(nn.Module):
     """A FiLM-conditioned, dual-BN, slimmable supernet.
 
     `forward(x, enc, n_clean, width_idx)`: enc is [N, d] (or [1, d] for one λ), the first `n_clean`
-    samples use the clean BN. `fold(ctx, row)` returns the plain network for `ctx.width`: folded for λ
-    row `row`, or shared (λ tables, `lam_index` input) when `row` is None. Call `fold` in eval mode.
+    samples use the clean BN; the classifier on the pooled features may have a per-λ correction too.
+    `fold(ctx, row)` returns the plain network for `ctx.width`: folded for λ row `row`, or shared (λ
+    tables, `lam_index` input) when `row` is None. Call `fold` in eval mode.
     """
 
     widths: list[float]
     num_classes: int
     in_channels: int
     enc_dim: int
+    linear: SlimLinear
+    linear_lam: SwitchableLambdaLinear | None
+
+    def add_classifier(self, in_list: list[int], film: FiLMSpec) -> None:
+        """The linear classifier on the pooled features, with its per-λ correction when `film.head`."""
+        self.linear = SlimLinear(in_list, self.num_classes)
+        self.linear_lam = SwitchableLambdaLinear(in_list, self.num_classes, film.enc_dim) if film.head else None
+
+    def classify(self, feat: torch.Tensor, enc: torch.Tensor, width_idx: int) -> torch.Tensor:
+        logits = self.linear(feat, width_idx)
+        return logits if self.linear_lam is None else logits + self.linear_lam(feat, enc, width_idx)
+
+    def fold_classifier(self, ctx: FoldCtx, row: int | None) -> nn.Module:
+        return build_layer(linear_spec(self.linear, self.linear_lam, ctx), row)
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor, n_clean: int, width_idx: int) -> torch.Tensor:
         raise NotImplementedError

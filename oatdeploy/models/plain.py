@@ -3,8 +3,9 @@
 Every normalised layer of the supernet reduces, for fixed width, to a per-channel affine per λ:
 `y = conv(x)·a[λ] + c[λ]`. A `ConvSpec` holds the conv weight and the [L, C] tables for the λs
 asked for. Folded mode bakes one row into the weight and bias (`FoldedConv`); shared mode keeps the
-table and picks the row with a `lam_index` input at run time (`TableConv`). Both modes share these
-blocks, so there is one description of the plain network.
+table and picks the row with a `lam_index` input at run time (`TableConv`). The classifier is a
+`LinearSpec`, one (weight, bias) per λ (the rows differ only when the supernet's head is conditioned
+on λ). Both modes share these blocks, so there is one description of the plain network.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ class ConvSpec:
     c: torch.Tensor
     stride: int
     padding: int
+
+
+@dataclass
+class LinearSpec:
+    """The classifier per λ: weight [L, K, C], bias [L, K] (every row the same unless the head is conditioned)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
 
 
 @dataclass
@@ -96,10 +105,41 @@ class TableAffine(nn.Module):
         return torch.addcmul(c, x, a)
 
 
-def build_layer(spec: ConvSpec | AffineSpec, row: int | None) -> nn.Module:
+class FoldedLinear(nn.Linear):
+    """The classifier of one λ; ignores `lam_index`."""
+
+    def __init__(self, spec: LinearSpec, row: int) -> None:
+        super().__init__(spec.weight.shape[2], spec.weight.shape[1])
+        with torch.no_grad():
+            self.weight.copy_(spec.weight[row])
+            self.bias.copy_(spec.bias[row])
+
+    def forward(self, x: torch.Tensor, lam_index: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+class TableLinear(nn.Module):
+    """The classifier whose weight and bias are row `lam_index` of [L, K, C] and [L, K] tables."""
+
+    def __init__(self, spec: LinearSpec) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(spec.weight.detach().clone())
+        self.bias = nn.Parameter(spec.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor, lam_index: torch.Tensor | None = None) -> torch.Tensor:
+        if lam_index is None:
+            raise ValueError("a shared-mode subnetwork needs lam_index")
+        k, c = self.weight.shape[1:]
+        weight = self.weight.index_select(0, lam_index).view(k, c)
+        return F.linear(x, weight, self.bias.index_select(0, lam_index).view(k))
+
+
+def build_layer(spec: ConvSpec | AffineSpec | LinearSpec, row: int | None) -> nn.Module:
     """Folded layer for λ row `row`, or the shared (table) layer when `row` is None."""
     if isinstance(spec, ConvSpec):
         return TableConv(spec) if row is None else FoldedConv(spec, row)
+    if isinstance(spec, LinearSpec):
+        return TableLinear(spec) if row is None else FoldedLinear(spec, row)
     return TableAffine(spec) if row is None else FoldedAffine(spec, row)
 
 
@@ -134,7 +174,7 @@ class PlainNet(nn.Module):
     """stem conv → blocks → (head affine + ReLU) → global average pool → linear."""
 
     def __init__(self, stem: nn.Module, stem_relu: bool, blocks: list[nn.Module], head: nn.Module | None,
-                 linear: nn.Linear) -> None:
+                 linear: nn.Module) -> None:
         super().__init__()
         self.stem, self.stem_relu = stem, stem_relu
         self.blocks = nn.ModuleList(blocks)
@@ -148,12 +188,4 @@ class PlainNet(nn.Module):
             out = block(out, lam_index)
         if self.head is not None:
             out = F.relu(self.head(out, lam_index))
-        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
-
-
-def plain_linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    lin = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        lin.weight.copy_(weight)
-        lin.bias.copy_(bias)
-    return lin
+        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1), lam_index)

@@ -26,15 +26,15 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, widths: Sequence[float] = (1.0,), num_classes: int = 10, in_channels: int = 3,
-                 enc_dim: int = 128, film: str = "mlp") -> OATModel:
+                 enc_dim: int = 128, film: str = "mlp", lambda_head: bool = False) -> OATModel:
     """Build a supernet by name; widths are fractions of the full channel counts, largest last; `film` is
-    the FiLM kind (oatdeploy.nn.FILM_KINDS)."""
+    the FiLM kind (oatdeploy.nn.FILM_KINDS); `lambda_head` conditions the classifier on λ too."""
     from oatdeploy.nn import FiLMSpec
 
     if name not in _MODELS:
         raise OatError(f"unknown architecture {name!r}; choose one of: {', '.join(list_models())}")
     try:
-        spec = FiLMSpec(enc_dim, film)
+        spec = FiLMSpec(enc_dim, film, lambda_head)
     except ValueError as e:
         raise OatError(str(e)) from None
     return _MODELS[name](widths=list(widths), num_classes=num_classes, in_channels=in_channels, film=spec)

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from oatdeploy.models.base import Cond, FoldCtx, OATModel, conv_spec
-from oatdeploy.models.plain import PlainBasicBlock, PlainNet, build_layer, plain_linear
+from oatdeploy.models.plain import PlainBasicBlock, PlainNet, build_layer
 from oatdeploy.models.registry import register
-from oatdeploy.nn import FiLMSpec, SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
+from oatdeploy.nn import FiLMSpec, SlimConv2d, SwitchableDualBN2d, SwitchableFiLM, channels_for
 
 
 class BasicBlockOAT(nn.Module):
@@ -72,7 +72,7 @@ class ResNetOAT(OATModel):
             self.add_module(f"bundle{i + 1}", bundle)
             self.bundles.append(bundle)
             prev = out
-        self.linear = SlimLinear(prev, num_classes)
+        self.add_classifier(prev, film)
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor, n_clean: int, width_idx: int) -> torch.Tensor:
         cond = Cond(enc, n_clean, width_idx)
@@ -80,13 +80,12 @@ class ResNetOAT(OATModel):
         for bundle in self.bundles:
             for block in bundle:
                 out = block(out, cond)
-        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1), width_idx)
+        return self.classify(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1), enc, width_idx)
 
     def fold(self, ctx: FoldCtx, row: int | None) -> PlainNet:
         stem = build_layer(conv_spec(self.conv1, self.bn1, self.film1, ctx), row)
         blocks = [block.fold(ctx, row) for bundle in self.bundles for block in bundle]
-        width = self.linear.in_list[ctx.width]
-        return PlainNet(stem, True, blocks, None, plain_linear(self.linear.weight[:, :width], self.linear.bias))
+        return PlainNet(stem, True, blocks, None, self.fold_classifier(ctx, row))
 
 
 @register("resnet20")

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from oatdeploy.models.base import Cond, FoldCtx, OATModel, affine_spec, bare_conv_spec, conv_spec
-from oatdeploy.models.plain import PlainNet, PlainPreActBlock, build_layer, plain_linear
+from oatdeploy.models.plain import PlainNet, PlainPreActBlock, build_layer
 from oatdeploy.models.registry import register
-from oatdeploy.nn import FiLMSpec, SlimConv2d, SlimLinear, SwitchableDualBN2d, SwitchableFiLM, channels_for
+from oatdeploy.nn import FiLMSpec, SlimConv2d, SwitchableDualBN2d, SwitchableFiLM, channels_for
 
 
 class PreActBlockOAT(nn.Module):
@@ -74,7 +74,7 @@ class WideResNetOAT(OATModel):
             self.bundles.append(bundle)
             prev = out
         self.bn_final = SwitchableDualBN2d(prev)
-        self.linear = SlimLinear(prev, num_classes)
+        self.add_classifier(prev, film)
 
     def forward(self, x: torch.Tensor, enc: torch.Tensor, n_clean: int, width_idx: int) -> torch.Tensor:
         cond = Cond(enc, n_clean, width_idx)
@@ -83,14 +83,13 @@ class WideResNetOAT(OATModel):
             for block in bundle:
                 out = block(out, cond)
         out = F.relu(self.bn_final(out, n_clean, width_idx))
-        return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1), width_idx)
+        return self.classify(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1), enc, width_idx)
 
     def fold(self, ctx: FoldCtx, row: int | None) -> PlainNet:
         stem = build_layer(bare_conv_spec(self.conv1, ctx), row)
         blocks = [block.fold(ctx, row) for bundle in self.bundles for block in bundle]
         head = build_layer(affine_spec(self.bn_final, None, ctx), row)
-        width = self.linear.in_list[ctx.width]
-        return PlainNet(stem, False, blocks, head, plain_linear(self.linear.weight[:, :width], self.linear.bias))
+        return PlainNet(stem, False, blocks, head, self.fold_classifier(ctx, row))
 
 
 @register("wrn16_8")

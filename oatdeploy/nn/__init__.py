@@ -1,7 +1,16 @@
 """Layers of the OATS supernet: FiLM, dual BN, slimmable conv/linear, switchable dual BN."""
 
 from oatdeploy.nn.dual_bn import DualBN2d, SwitchableDualBN2d, bn_affine, switchable_affine
-from oatdeploy.nn.film import FILM_KINDS, FiLM, FiLMSpec, LinearFiLM, SwitchableFiLM, film_affine
+from oatdeploy.nn.film import (
+    FILM_KINDS,
+    FiLM,
+    FiLMSpec,
+    LambdaLinear,
+    LinearFiLM,
+    SwitchableFiLM,
+    SwitchableLambdaLinear,
+    film_affine,
+)
 from oatdeploy.nn.slimmable import SlimConv2d, SlimLinear, channels_for
 
 __all__ = [
@@ -9,11 +18,13 @@ __all__ = [
     "DualBN2d",
     "FiLM",
     "FiLMSpec",
+    "LambdaLinear",
     "LinearFiLM",
     "SlimConv2d",
     "SlimLinear",
     "SwitchableDualBN2d",
     "SwitchableFiLM",
+    "SwitchableLambdaLinear",
     "bn_affine",
     "channels_for",
     "film_affine",

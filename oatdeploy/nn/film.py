@@ -8,6 +8,10 @@ Three kinds, chosen by `TrainConfig.film` (the checkpoint records which):
   is proportional to the other factor, so it barely leaves zero in a few epochs.
 - `mlp`: the paper's two-layer MLP with leaky-ReLU outputs, its scale bias starting at 1 (identity).
 - `paper`: the same MLP with PyTorch's default initialisation, exactly as the reference code.
+
+FiLM only rescales channels. With `FiLMSpec.head` the classifier is conditioned too (`LambdaLinear`):
+each λ reads the pooled features through its own correction of the shared linear layer, so a clean
+and a robust variant can weigh the same features differently (docs/knob.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class FiLMSpec:
 
     enc_dim: int
     kind: str = "mlp"
+    head: bool = False  # a per-λ correction of the classifier (LambdaLinear) as well
 
     def __post_init__(self) -> None:
         if self.kind not in FILM_KINDS:
@@ -102,3 +107,37 @@ class SwitchableFiLM(nn.Module):
 def film_affine(sfilm: SwitchableFiLM, width_idx: int, encs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-λ (m, s) tables [L, C] for one width, from the λ encodings [L, d]."""
     return sfilm.films[width_idx].coefficients(encs)
+
+
+class LambdaLinear(nn.Module):
+    """A per-λ correction of a linear classifier: ΔW = A·e, Δb = B·e, added to the shared layer's output.
+
+    Like LinearFiLM, a table when the encodings are orthonormal (a step for one λ moves only its row),
+    starting at zero (the shared classifier); weight decay pulls it back to the shared classifier.
+    """
+
+    def __init__(self, in_features: int, out_features: int, enc_dim: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.zeros(out_features * (in_features + 1), enc_dim))
+
+    def tables(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """enc [B, d] -> (ΔW [B, K, C], Δb [B, K])."""
+        t = F.linear(enc, self.weight).view(-1, self.out_features, self.in_features + 1)
+        return t[..., :-1], t[..., -1]
+
+    def forward(self, feat: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
+        """feat [N, C], enc [N or 1, d] -> the logit correction [N, K]."""
+        dw, db = self.tables(enc)
+        return torch.matmul(dw, feat.unsqueeze(-1)).squeeze(-1) + db
+
+
+class SwitchableLambdaLinear(nn.Module):
+    """One LambdaLinear per width (the classifier's input is sliced to the width)."""
+
+    def __init__(self, in_list: list[int], out_features: int, enc_dim: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(LambdaLinear(c, out_features, enc_dim) for c in in_list)
+
+    def forward(self, feat: torch.Tensor, enc: torch.Tensor, width_idx: int) -> torch.Tensor:
+        return self.heads[width_idx](feat, enc)
