@@ -21,7 +21,8 @@ def test_eval_json_covers_every_lambda_and_width(trained_run: Path) -> None:
         assert row["n"] == 128
         for kind in ("clean", "robust"):
             lo, hi = row[f"{kind}_ci95"]
-            assert lo <= row[f"{kind}_acc"] <= hi and hi - lo > 0.05  # 128 images: about ±8 points
+            # 128 images: about ±8 points in the middle; even at 0 or 1 the Wilson interval is z²/(n + z²) ≈ 0.03 wide
+            assert lo <= row[f"{kind}_acc"] <= hi and hi - lo > 0.025
             assert unpack_mask(row[f"{kind}_correct"], 128).mean() == row[f"{kind}_acc"]
     assert format_table(report).count("\n") == 5  # header, rule, 3 λs, the image count
 
