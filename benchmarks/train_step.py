@@ -3,9 +3,10 @@
     git -C <mirror of VITA-Group/Once-for-All-Adversarial-Training> archive HEAD | tar -x -C /tmp/oat_ref
     python benchmarks/train_step.py --reference-dir /tmp/oat_ref [--variants ours,reference,...]
 
-Every variant does the same work: element-wise λ sampling (⌈N/6⌉ clean samples first), PGD with random
-start on the λ > 0 samples with the model in eval mode, the clean and adversarial forward passes through
-dual BN and FiLM, the weighted loss, backward and an SGD update, on random 3×32×32 data (ResNet-34,
+Every variant does the same work: element-wise λ sampling (⌈N/6⌉ clean samples first, the paper's share,
+not our default half), PGD with random start on the λ > 0 samples with the model in eval mode, the clean
+and adversarial forward passes through dual BN and FiLM, one classifier, the weighted loss, backward and an
+SGD update, on random 3×32×32 data (ResNet-34,
 batch 16, PGD-3 by default). The reference step is the body of its OAT.py (`--efficient`) loop calling
 its own model, sampler and PGD. Its code calls `.cuda()` unconditionally; on a machine without a GPU
 this script maps `.cuda()` to a no-op for the reference so that its step runs unchanged on the CPU.
@@ -39,6 +40,8 @@ from oatdeploy.runtime.device import cpu_name, gpu_name
 
 # name -> (what it shows, TrainConfig levers). `attack-param-grads` runs PGD with parameter gradients on
 # (the lever it shows is keeping them off, as both codes do).
+# The reference's λ = 0 share and single classifier, so that ours does the reference step's work.
+PAPER_WORK: dict[str, Any] = {"clean_share": None, "lambda_head": False}
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
     "ours": ("as `oatdeploy train` runs here (fp32 on a CPU, bf16 autocast on CUDA; NCHW)", {}),
     "bf16": ("--amp-cpu: bf16 autocast on a CPU that computes bf16 natively", {"amp_cpu": True}),
@@ -61,7 +64,8 @@ def eval_only(model: torch.nn.Module) -> Iterator[None]:
 
 
 def ours(name: str, args: argparse.Namespace, shape: tuple[int, int, int]) -> Callable[[], None]:
-    step, _ = train_step(args.arch, args.batch_size, args.pgd_steps, shape, (1.0,), args.device, **VARIANTS[name][1])
+    step, _ = train_step(args.arch, args.batch_size, args.pgd_steps, shape, (1.0,), args.device, **PAPER_WORK,
+                         **VARIANTS[name][1])
     if name != "attack-param-grads":
         return step
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import torch
 
@@ -17,9 +18,11 @@ from oatdeploy.trainer import OATStep, make_optimizer, prepare_model, resolve_de
 
 def train_step(arch: str = "resnet34", batch_size: int = 16, pgd_steps: int = 3,
                input_shape: tuple[int, int, int] = (3, 32, 32), widths: tuple[float, ...] = (1.0,),
-               device: str = "auto", num_classes: int = 10, **levers: bool) -> tuple[Callable[[], None], torch.device]:
+               device: str = "auto", num_classes: int = 10,
+               **levers: Any) -> tuple[Callable[[], None], torch.device]:
     """One OAT step (forward, PGD on the λ > 0 samples, backward, SGD update) as `oatdeploy train` runs it here;
-    `levers` set TrainConfig's speed fields (amp, amp_cpu, compile, channels_last) to measure each one."""
+    `levers` set TrainConfig fields: the speed fields (amp, amp_cpu, compile, channels_last) to measure each
+    one, or the recipe's (clean_share, lambda_head) to match another code's work."""
     cfg = TrainConfig(arch=arch, batch_size=batch_size, pgd_steps=pgd_steps, widths=list(widths),
                       lambdas=list(DEFAULT_LAMBDAS), eps=8 / 255, device=device, num_classes=num_classes,
                       input_shape=list(input_shape), out="", **levers)
