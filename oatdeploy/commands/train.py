@@ -47,9 +47,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "film": {"type": click.Choice(["linear", "mlp", "paper"]),
              "help": "How λ sets FiLM's scale and shift: linear (a learned row per λ, the default), mlp (the paper's "
                      "two-layer MLP of the encoding, starting at the identity) or paper (that MLP, the paper's init)."},
-    "lambda_head": {"help": "A learned correction of the classifier per λ as well (the default): what lets the "
-                            "variants read the features differently and the knob turn (docs/knob.md); "
-                            "--shared-head is the paper's one classifier for every λ."},
+    "lambda_head": {"help": "A learned correction of the classifier per λ as well (the default): with half of "
+                            "every batch at λ = 0 it is what brings the clean end to standard training "
+                            "(docs/knob.md); --shared-head is the paper's one classifier for every λ."},
     "film_lr_scale": {"type": click.FloatRange(min=0, min_open=True),
                       "help": "The λ conditioning's (FiLM's and the classifier's per-λ correction's) learning rate "
                               "as a multiple of --lr."},
