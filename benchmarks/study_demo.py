@@ -3,7 +3,7 @@
     python benchmarks/study_demo.py                                   # table, head, default; seeds 0 and 1
     python benchmarks/study_demo.py --levers table,head,default,ends,head-lr3,head-lr6,lam1x3
 
-Every lever trains the demo's OATS supernet (ResNet-20, widths 0.5 and 1, 4 epochs of the embedded 10k
+Every lever trains the demo's OATS supernet (ResNet-20, widths 0.5 and 1, 4 epochs of the 5,000 embedded
 Fashion-MNIST images, batch 64, PGD-3) differing from the default only in the TrainConfig fields it names,
 and is evaluated like the demo (PGD-10 on all 1,000 embedded test images) at full width. The dedicated
 models are the same recipe with one λ (0: standard training, 1: PGD adversarial training) and one width (1).
