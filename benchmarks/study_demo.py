@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from study_oat_vs_dedicated import trained_report
+from study_oat_vs_dedicated import chosen_levers, trained_report
 
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.commands.demo import DEMO_EVAL, DEMO_TRAIN
@@ -83,10 +83,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs/demo"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    levers = [v for v in args.levers.split(",") if v]
-    unknown = [v for v in levers if v not in LEVERS]
-    if unknown:
-        parser.error(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+    levers = chosen_levers(parser, args.levers, LEVERS)
     seeds = [int(s) for s in args.seeds.split(",")]
     plan = [(name, recipe) for name, recipe in DEDICATED.items()] + [(v, LEVERS[v]) for v in levers]
     done = [run_one(name, recipe, seed, args.runs) for name, recipe in plan for seed in seeds]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, dedicated_run, run_one
+from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, chosen_levers, dedicated_run, run_one
 
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.runtime.device import cpu_name
@@ -169,10 +169,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    levers = [v for v in args.levers.split(",") if v]
-    unknown = [v for v in levers if v not in ALL_LEVERS]
-    if unknown:
-        parser.error(f"unknown lever(s) {unknown}; choose from {', '.join(ALL_LEVERS)}")
+    levers = chosen_levers(parser, args.levers, ALL_LEVERS)
     p = PRESETS[args.preset]
     root = args.runs / args.preset
     plan = [oat_run(lever, seed, p) for seed in p["seeds"] for lever in levers]

@@ -26,7 +26,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,15 @@ def claim(folder: Path) -> bool:
     with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
     return True
+
+
+def chosen_levers(parser: argparse.ArgumentParser, text: str, known: Collection[str]) -> list[str]:
+    """The lever names in a comma-separated --levers, or a usage error naming the unknown ones."""
+    levers = [v for v in text.split(",") if v]
+    unknown = [v for v in levers if v not in known]
+    if unknown:
+        parser.error(f"unknown lever(s) {unknown}; choose from {', '.join(known)}")
+    return levers
 
 
 def check_recipe(folder: Path, cfg: TrainConfig) -> None:
