@@ -60,6 +60,12 @@ MORE_LEVERS: dict[str, dict[str, Any]] = {
     "head-lr3": {"film_lr_scale": 3.0, "film_weight_decay": 0.0, **PAPER_SHARE},
     "shared-head": SHARED_HEAD,  # half the batch at λ = 0, one classifier
     "lam1x3": {"lambda_weights": [1, 1, 1, 1, 3]},  # the default with λ = 1 drawn three times as often
+    "head-lr10": LR10,  # the default with the λ conditioning at 10× the learning rate, no weight decay
+    "head-lr5": {"film_lr_scale": 5.0, "film_weight_decay": 0.0},
+    "epochs6": {"epochs": 6},  # the default for twice the epochs: about one dedicated PGD-AT model's training time
+    "sampled": {"objective": "sampled"},  # one loss term per λ > 0 sample (the same expected loss, less work)
+    "sampled-e4": {"objective": "sampled", "epochs": 4},  # what the default's training time buys with it
+    "sampled-e6": {"objective": "sampled", "epochs": 6},
 }
 ALL_LEVERS = {**LEVERS, **MORE_LEVERS}
 
@@ -96,20 +102,30 @@ def mean_halfrange(table: dict[float, dict[str, list[float]]]) -> dict[float, di
     return {lam: {k: (statistics.mean(v), (max(v) - min(v)) / 2) for k, v in table[lam].items()} for lam in LAMBDAS}
 
 
+def train_seconds(runs: list[dict[str, Any]]) -> float | None:
+    """Mean training wall time of the runs (each on one pinned core), where recorded."""
+    times = [r["wall_s"]["train"] for r in runs if r.get("wall_s")]
+    return statistics.mean(times) if times else None
+
+
 def summarize(done: list[dict[str, Any]], levers: list[str]) -> dict[str, Any]:
-    ded = per_lambda([r for r in done if r["group"] == "dedicated"])
+    dedicated = [r for r in done if r["group"] == "dedicated"]
+    ded = per_lambda(dedicated)
     ded_sa, ded_ra = spread(ded, "sa"), spread(ded, "ra")
     rows = []
     for lever in levers:
-        t = per_lambda([r for r in done if r["group"] == lever])
-        row = {"lever": lever, "recipe": ALL_LEVERS[lever], "seeds": len(t[0.0]["sa"]),
+        runs = [r for r in done if r["group"] == lever]
+        t = per_lambda(runs)
+        row = {"lever": lever, "recipe": ALL_LEVERS[lever], "seeds": len(t[0.0]["sa"]), "train_s": train_seconds(runs),
                "sa_spread": spread(t, "sa"), "ra_spread": spread(t, "ra"),
                "sa_spread_share": share(spread(t, "sa"), ded_sa), "ra_spread_share": share(spread(t, "ra"), ded_ra),
                "lam0_sa_gap": statistics.mean(t[0.0]["sa"]) - statistics.mean(ded[0.0]["sa"]),
                "lam1_ra_gap": statistics.mean(t[1.0]["ra"]) - statistics.mean(ded[1.0]["ra"]),
                "by_lambda": mean_halfrange(t)}
         rows.append(row)
-    return {"dedicated": {"sa_spread": ded_sa, "ra_spread": ded_ra, "by_lambda": mean_halfrange(ded)}, "levers": rows}
+    ded_s = {lam: train_seconds([r for r in dedicated if r["lambdas"] == [lam]]) for lam in LAMBDAS}
+    return {"dedicated": {"sa_spread": ded_sa, "ra_spread": ded_ra, "by_lambda": mean_halfrange(ded), "train_s": ded_s},
+            "levers": rows}
 
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -119,14 +135,19 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
              f"Seeds {meta['seeds']}; PGD-20 at ε = 0.1 on {meta['test_samples']} test images; one accuracy on "
              f"that many images is uncertain by about ±{meta['ci_half']:.1f} points (95 %).", "",
              f"Dedicated models (one per λ) move SA by {100 * d['sa_spread']:.1f} and RA by "
-             f"{100 * d['ra_spread']:.1f} points over λ > 0.", "",
+             f"{100 * d['ra_spread']:.1f} points over λ > 0. Training one of them took "
+             + ", ".join(f"{v:.0f} s (λ = {lam:g})" for lam, v in d["train_s"].items() if v is not None)
+             + " on one pinned core, mean over seeds; the levers' column is the same for one supernet. These are "
+             "single runs trained at different times, under whatever else the machine was doing: read them to "
+             "within about ±25 % (benchmarks/train_step.py times steps side by side).", "",
              "| lever | changes | SA spread over λ > 0 (share of dedicated) | RA spread (share) | λ = 0 SA − ded. "
-             "| λ = 1 RA − ded. |", "|---|---|---|---|---|---|"]
+             "| λ = 1 RA − ded. | training (s) |", "|---|---|---|---|---|---|---|"]
     for r in summary["levers"]:
+        train = "-" if r["train_s"] is None else f"{r['train_s']:.0f}"
         lines.append(f"| {r['lever']} | `{json.dumps(r['recipe'])}` | {100 * r['sa_spread']:.1f} "
                      f"({100 * r['sa_spread_share']:.0f} %) | {100 * r['ra_spread']:.1f} "
                      f"({100 * r['ra_spread_share']:.0f} %) | {100 * r['lam0_sa_gap']:+.1f} "
-                     f"| {100 * r['lam1_ra_gap']:+.1f} |")
+                     f"| {100 * r['lam1_ra_gap']:+.1f} | {train} |")
     lines += ["", "SA / RA per λ (mean ± half the range over seeds):", "",
               "| λ | " + " | ".join(["dedicated", *[r["lever"] for r in summary["levers"]]]) + " |",
               "|---|" + "---|" * (1 + len(summary["levers"]))]
@@ -147,8 +168,9 @@ def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
     groups = [("dedicated", summary["dedicated"]), *[(r["lever"], r) for r in summary["levers"]]]
     for i, (name, g) in enumerate(groups):
         pts = [(g["by_lambda"][lam]["ra"][0], g["by_lambda"][lam]["sa"][0]) for lam in LAMBDAS if lam > 0]
-        style = "^:" if name == "dedicated" else "o-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color="k" if name == "dedicated" else None,
+        style = "^:" if name == "dedicated" else ("o-", "s--", "D-.")[i % 3]
+        color = "k" if name == "dedicated" else plt.get_cmap("tab20")(i % 20)  # distinct colours for many levers
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color,
                 label=name, ms=4, alpha=0.9 if name in ("dedicated", "default") else 0.6, zorder=3 - (i > 0))
     ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1), λ = 0.1 … 1")
     ax.set_ylabel("clean accuracy")

@@ -17,6 +17,7 @@ from oatdeploy.config import DEFAULT_LAMBDAS  # noqa: F401  (defined with TrainC
 from oatdeploy.errors import OatError
 
 ENCODINGS = ("rand", "none", "onehot", "dct")
+OBJECTIVES = ("weighted", "sampled")  # how a λ > 0 sample's two loss terms are combined (TrainConfig.objective)
 
 
 def check_lambdas(lambdas: Sequence[float]) -> list[float]:
@@ -89,6 +90,20 @@ def sample_indices(batch_size: int, lambdas: Sequence[float], generator: torch.G
     else:
         pick = torch.multinomial(torch.tensor(weights, dtype=torch.float), n, replacement=True, generator=generator)
     return torch.cat([head, torch.tensor(nonzero, dtype=torch.long)[pick]]), n_clean
+
+
+def sample_terms(lam_idx: torch.Tensor, n_clean: int, lam_values: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """The `sampled` objective's draw: each λ > 0 sample keeps one loss term, the adversarial one with
+    probability λ, so its expected loss is the paper's (1 − λ)·CE(x) + λ·CE(x_adv).
+
+    Returns the indices reordered as [λ = 0 | λ > 0 clean-term | adversarial-term] (λs are assigned to
+    batch positions independently of the images, so reordering them is another assignment) and how many
+    samples precede the adversarial ones.
+    """
+    rest = lam_idx[n_clean:]
+    adv = torch.rand(len(rest), generator=generator) < lam_values[rest]
+    return torch.cat([lam_idx[:n_clean], rest[~adv], rest[adv]]), n_clean + int((~adv).sum())
 
 
 def check_weights(weights: Sequence[float] | None, lambdas: Sequence[float]) -> list[float] | None:

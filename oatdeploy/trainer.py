@@ -4,6 +4,7 @@ One step, for a batch with its λs sorted so the λ = 0 samples come first:
   for each width (OATS; one width is plain OAT):
     x_adv = PGD(model at λ, eval mode, no param grads) on the λ > 0 samples only
     loss  = mean((1 − λ)·CE(model(x)) + λ·CE(model(x_adv)))    (dual BN routes by λ)
+            (--objective sampled: each λ > 0 sample keeps one term, x_adv with probability λ)
     loss.backward()                                             (gradients add up over widths)
   SGD step, cosine LR step.
 
@@ -54,7 +55,15 @@ from oatdeploy.distributed import (
     wrap_ddp,
 )
 from oatdeploy.errors import OatError
-from oatdeploy.lambdas import build_table, check_lambdas, check_weights, check_widths, sample_indices
+from oatdeploy.lambdas import (
+    OBJECTIVES,
+    build_table,
+    check_lambdas,
+    check_weights,
+    check_widths,
+    sample_indices,
+    sample_terms,
+)
 from oatdeploy.models import OATModel
 from oatdeploy.nn import FILM_KINDS, SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
@@ -128,8 +137,12 @@ class OATObjective(nn.Module):
         self.model, self.dual_bn = model, dual_bn
 
     def forward(self, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, enc: torch.Tensor,
-                lam: torch.Tensor, n_clean: int, width_idx: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                lam: torch.Tensor, n_clean: int, width_idx: int, n_first: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The weighted objective, or with `n_first` the sampled one: the first `n_first` samples contribute
+        CE(x) alone, the rest (x_adv holds them) CE(x_adv) alone."""
+        if n_first is not None:
+            return self.sampled(x, x_adv, y, enc, n_clean, width_idx, n_first)
         logits = self.model(x, enc, n_clean if self.dual_bn else x.shape[0], width_idx)
         per_sample = (1 - lam) * F.cross_entropy(logits.float(), y, reduction="none")
         logits_adv = None
@@ -138,6 +151,17 @@ class OATObjective(nn.Module):
             la = F.cross_entropy(logits_adv.float(), y[n_clean:], reduction="none")
             per_sample = per_sample + F.pad(lam[n_clean:] * la, (n_clean, 0))
         return per_sample.mean(), logits, logits_adv
+
+    def sampled(self, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, enc: torch.Tensor, n_clean: int,
+                width_idx: int, n_first: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        loss, logits, logits_adv = x.new_zeros((), dtype=torch.float32), None, None
+        if n_first:
+            logits = self.model(x[:n_first], enc[:n_first], n_clean if self.dual_bn else n_first, width_idx)
+            loss = loss + F.cross_entropy(logits.float(), y[:n_first], reduction="sum")
+        if x_adv is not None:
+            logits_adv = self.model(x_adv, enc[n_first:], 0 if self.dual_bn else x_adv.shape[0], width_idx)
+            loss = loss + F.cross_entropy(logits_adv.float(), y[n_first:], reduction="sum")
+        return loss / x.shape[0], logits, logits_adv
 
 
 class OATStep:
@@ -148,6 +172,7 @@ class OATStep:
         self.model, self.cfg, self.device = model, cfg, device
         self.enc_table = encoding.to(device)
         self.lam_values = torch.tensor(cfg.lambdas, device=device)
+        self.lam_values_cpu = torch.tensor(cfg.lambdas)
         self.pgd = PGDConfig(eps=float(cfg.eps), steps=cfg.pgd_steps, step_size=cfg.step_size)
         self.streams = RankStreams.seeded(seed, rank)
         self.width_gen = torch.Generator().manual_seed(cfg.seed + 2)  # same on every rank
@@ -175,23 +200,29 @@ class OATStep:
             x = x.contiguous(memory_format=torch.channels_last)
         lam_idx, n_clean = sample_indices(x.shape[0], self.cfg.lambdas, self.streams.lam, self.cfg.clean_share,
                                           self.cfg.lambda_weights)
+        n_first = None
+        if self.cfg.objective == "sampled":
+            lam_idx, n_first = sample_terms(lam_idx, n_clean, self.lam_values_cpu, self.streams.lam)
+        adv_from = n_clean if n_first is None else n_first  # the samples from here on are attacked
         lam_idx = lam_idx.to(self.device)
         lam, enc = self.lam_values[lam_idx], self.enc_table[lam_idx]
         widths = self.widths_for_step()
         total, stats = 0.0, {}
         for i, w in enumerate(widths):
-            x_adv = self.attack(x[n_clean:], y[n_clean:], enc[n_clean:], w) if n_clean < x.shape[0] else None
+            x_adv = self.attack(x[adv_from:], y[adv_from:], enc[adv_from:], w) if adv_from < x.shape[0] else None
             forward = self.ddp or self.objective
             # DDP all-reduces once, after the last width's backward; earlier widths accumulate locally.
             sync = contextlib.nullcontext() if self.ddp is None or i == len(widths) - 1 else self.ddp.no_sync()
             with sync:
                 with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                    loss, logits, logits_adv = forward(x, x_adv, y, enc, lam, n_clean, w)
+                    loss, logits, logits_adv = forward(x, x_adv, y, enc, lam, n_clean, w, n_first)
                 loss.backward()
             total += loss.item()
-            stats = {"sa": float((logits.argmax(1) == y).float().mean())}
+            stats = {}
+            if logits is not None:
+                stats["sa"] = float((logits.argmax(1) == y[: logits.shape[0]]).float().mean())
             if logits_adv is not None:
-                stats["ra"] = float((logits_adv.argmax(1) == y[n_clean:]).float().mean())
+                stats["ra"] = float((logits_adv.argmax(1) == y[adv_from:]).float().mean())
         return {"loss": total, **stats}
 
 
@@ -222,6 +253,8 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
         raise OatError(f"--film must be one of {', '.join(FILM_KINDS)}, got {cfg.film!r}")
     if cfg.film_lr_scale <= 0 or (cfg.film_weight_decay is not None and cfg.film_weight_decay < 0):
         raise OatError("--film-lr-scale must be positive and --film-weight-decay non-negative")
+    if cfg.objective not in OBJECTIVES:
+        raise OatError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.width_rule not in ("all", "sandwich"):
         raise OatError(f"--width-rule must be 'all' or 'sandwich', got {cfg.width_rule!r}")
     if cfg.batch_size < 2:
@@ -345,11 +378,11 @@ class Run:
                 for b in range(in_epoch, self.steps_per_epoch):
                     stats = self.train_step(order, b)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats['sa']:.2f}",
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats.get('sa', math.nan):.2f}",
                                     ra=f"{stats.get('ra', 0):.2f}")
                     if info.is_main and (self.step % 20 == 0 or self.step == self.stop_at):
                         log.info("epoch %d step %d/%d loss %.4f sa %.3f ra %.3f lr %.4g", epoch, self.step,
-                                 self.stop_at, stats["loss"], stats["sa"], stats.get("ra", math.nan),
+                                 self.stop_at, stats["loss"], stats.get("sa", math.nan), stats.get("ra", math.nan),
                                  self.sched.get_last_lr()[0])
                     if self.step >= self.stop_at:
                         break

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY, train_run
 
 import oatdeploy
@@ -24,20 +25,45 @@ from oatdeploy.models import create_model
 from oatdeploy.trainer import OATStep, TrainConfig, make_optimizer
 
 
-def test_a_few_steps_on_one_batch_reduce_the_loss() -> None:
+def tiny_step(**overrides: object) -> tuple[OATStep, TrainConfig]:
+    """An OAT step of the TINY recipe on a fresh ResNet-20, on the CPU."""
     torch.manual_seed(0)
-    data = load_dataset("fmnist-mini", limit=64)
     cfg = TrainConfig(**{**TINY, "lr": 0.05, "eps": 0.1, "num_classes": 10, "input_shape": [1, 28, 28],
-                         "out": ""})
+                         "out": "", **overrides})
     model = create_model("resnet20", widths=cfg.widths, num_classes=10, in_channels=1).train()
-    step = OATStep(model, cfg, build_table("rand", cfg.lambdas), torch.device("cpu"), seed=0)
-    opt, _ = make_optimizer(model, cfg, total_steps=100)
+    return OATStep(model, cfg, build_table("rand", cfg.lambdas), torch.device("cpu"), seed=0), cfg
+
+
+def assert_a_few_steps_reduce_the_loss(step: OATStep, cfg: TrainConfig) -> None:
+    data = load_dataset("fmnist-mini", limit=64)
+    step.model.train()
+    opt, _ = make_optimizer(step.model, cfg, total_steps=100)
     losses = []
     for _ in range(12):
         opt.zero_grad()
         losses.append(step(data.x, data.y)["loss"])
         opt.step()
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+
+def test_a_few_steps_on_one_batch_reduce_the_loss() -> None:
+    assert_a_few_steps_reduce_the_loss(*tiny_step())
+
+
+def test_the_sampled_objective_is_one_term_per_sample_and_trains() -> None:
+    """Its loss is CE(x) for the samples before n_first and CE(x_adv) for the rest, over the batch size
+    (each λ > 0 sample's term is drawn with probability λ: tests/test_lambdas.py), and it learns."""
+    step, cfg = tiny_step(objective="sampled")
+    model = step.model.eval()
+    data = load_dataset("fmnist-mini", limit=16)
+    enc = build_table("rand", cfg.lambdas)[torch.tensor([0] * 8 + [1, 2] * 4)]
+    x, y, x_adv = data.x, data.y, (data.x[12:16] + 0.05).clamp(0, 1)
+    loss, logits, logits_adv = step.objective(x, x_adv, y, enc, torch.zeros(16), 8, 0, n_first=12)
+    one = [F.cross_entropy(model(x[i : i + 1], enc[i : i + 1], int(i < 8), 0), y[i : i + 1]) for i in range(12)]
+    one += [F.cross_entropy(model(x_adv[i - 12 : i - 11], enc[i : i + 1], 0, 0), y[i : i + 1]) for i in range(12, 16)]
+    assert torch.allclose(loss, torch.stack(one).sum() / 16, atol=1e-5)
+    assert logits is not None and logits.shape == (12, 10) and logits_adv is not None and logits_adv.shape == (4, 10)
+    assert_a_few_steps_reduce_the_loss(step, cfg)
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:

@@ -56,6 +56,10 @@ SPECS: dict[str, dict[str, Any]] = {
     "film_weight_decay": {"type": click.FloatRange(min=0),
                           "default": None, "help": "The λ conditioning's weight decay (default: --weight-decay's)."},
     "lambda_weights": {"help": "Sampling weights of the λ > 0 choices, in --lambdas order (default: uniform)."},
+    "objective": {"type": click.Choice(["weighted", "sampled"]),
+                  "help": "weighted: every λ > 0 sample's loss is (1 − λ)·CE(x) + λ·CE(x_adv), as in the paper; "
+                          "sampled: one of the two terms, the adversarial one with probability λ — the same "
+                          "expected loss with fewer PGD examples and forward passes (docs/knob.md)."},
     "clean_share": {"type": click.FloatRange(0, 1),
                     "help": "Share of λ = 0 samples per batch: half by default, which brings the clean end close "
                             "to standard training (docs/knob.md); the paper's is 1 / the number of λs (1/6)."},
