@@ -54,9 +54,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # FiLM trained like every other weight (no learning-rate boost, the usual weight decay). A dedicated model has one
 # λ, so its FiLM is one more per-channel affine after the BN, and it has one classifier (a per-λ correction of it
 # would only be a second copy): trained this way it is the plain network it is. Its batches are all of its one λ
-# whatever the λ = 0 share says; the share is recorded as the paper's, as these runs were.
+# whatever the λ = 0 share says; the share is recorded as the paper's, as these runs were, and so is its weighted loss.
 PLAIN_FILM: dict[str, Any] = {"film_lr_scale": 1.0, "film_weight_decay": None, "lambda_head": False,
-                              "clean_share": None}
+                              "clean_share": None, "objective": "weighted"}
 
 
 def plan(p: dict[str, Any]) -> list[dict[str, Any]]:

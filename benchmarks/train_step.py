@@ -43,7 +43,7 @@ from oatdeploy.runtime.device import cpu_name, gpu_name
 # name -> (what it shows, TrainConfig levers). `attack-param-grads` runs PGD with parameter gradients on
 # (the lever it shows is keeping them off, as both codes do).
 # The reference's λ = 0 share and single classifier, so that ours does the reference step's work.
-PAPER_WORK: dict[str, Any] = {"clean_share": None, "lambda_head": False}
+PAPER_WORK: dict[str, Any] = {"clean_share": None, "lambda_head": False, "objective": "weighted"}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ours": ("as `oatdeploy train` runs here (fp32 on a CPU, bf16 autocast on CUDA; NCHW)", {}),
     "bf16": ("--amp-cpu: bf16 autocast on a CPU that computes bf16 natively", {"amp_cpu": True}),
@@ -68,8 +68,8 @@ def eval_only(model: torch.nn.Module) -> Iterator[None]:
 
 
 def ours(name: str, args: argparse.Namespace, shape: tuple[int, int, int]) -> Callable[[], None]:
-    step, _ = train_step(args.arch, args.batch_size, args.pgd_steps, shape, (1.0,), args.device, **PAPER_WORK,
-                         **VARIANTS[name][1])
+    step, _ = train_step(args.arch, args.batch_size, args.pgd_steps, shape, (1.0,), args.device,
+                         **{**PAPER_WORK, **VARIANTS[name][1]})
     if name != "attack-param-grads":
         return step
 
