@@ -103,7 +103,8 @@ def mean_halfrange(table: dict[float, dict[str, list[float]]]) -> dict[float, di
 
 
 def train_seconds(runs: list[dict[str, Any]]) -> float | None:
-    """Mean training wall time of the runs (each on one pinned core), where recorded."""
+    """Mean training wall time of the runs (each on one pinned core), where recorded (a resumed run's counts only
+    the part after the resume)."""
     times = [r["wall_s"]["train"] for r in runs if r.get("wall_s")]
     return statistics.mean(times) if times else None
 

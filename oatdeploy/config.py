@@ -22,7 +22,7 @@ from oatdeploy.errors import OatError
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 DERIVED = {"derived": True}
 # What a checkpoint written before a field existed was trained with (not the field's default today).
-LEGACY = {"film": "mlp", "lambda_head": False}
+LEGACY = {"film": "mlp", "lambda_head": False, "objective": "weighted"}
 MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "max_steps", "save_every", "device", "dist_timeout",
                                   "channels_last", "compile"})
 
@@ -56,9 +56,7 @@ class TrainConfig:
     film_weight_decay: float | None = None  # its weight decay; None: the same as --weight-decay
     clean_share: float | None = 0.5  # λ = 0 samples per batch; None: 1 / the number of λs (the paper)
     lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
-    # weighted: a λ > 0 sample's loss is (1 − λ)·CE(x) + λ·CE(x_adv) (the paper); sampled: one of the two terms, the
-    # adversarial one with probability λ — the same expected loss for fewer PGD examples and forward passes:
-    objective: str = "weighted"
+    objective: str = "weighted"  # or "sampled" (oatdeploy.lambdas.sample_terms); the CLI help says what each is
     train_limit: int | None = None
     val_split: bool = False  # hold out the last 5,000 training images, as the paper's code does
     augment: bool = True

@@ -126,7 +126,7 @@ def step_widths(count: int, rule: str, generator: torch.Generator) -> list[int]:
 
 
 class OATObjective(nn.Module):
-    """The training forward of one width: clean and adversarial passes and the weighted loss.
+    """The training forward of one width: clean and adversarial passes and the loss (weighted or sampled).
 
     One module, so that DistributedDataParallel sees one forward per backward and finds the
     parameters a step did not use from this forward's graph.
@@ -154,6 +154,8 @@ class OATObjective(nn.Module):
 
     def sampled(self, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor, enc: torch.Tensor, n_clean: int,
                 width_idx: int, n_first: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Summed over the batch and divided by its size, so a step's scale matches the weighted loss's; either
+        pass is skipped when no sample keeps its term (a batch of λ = 1 alone has no clean pass)."""
         loss, logits, logits_adv = x.new_zeros((), dtype=torch.float32), None, None
         if n_first:
             logits = self.model(x[:n_first], enc[:n_first], n_clean if self.dual_bn else n_first, width_idx)
@@ -172,7 +174,7 @@ class OATStep:
         self.model, self.cfg, self.device = model, cfg, device
         self.enc_table = encoding.to(device)
         self.lam_values = torch.tensor(cfg.lambdas, device=device)
-        self.lam_values_cpu = torch.tensor(cfg.lambdas)
+        self.lam_values_cpu = torch.tensor(cfg.lambdas)  # the λ draws run on the CPU, with the CPU generator
         self.pgd = PGDConfig(eps=float(cfg.eps), steps=cfg.pgd_steps, step_size=cfg.step_size)
         self.streams = RankStreams.seeded(seed, rank)
         self.width_gen = torch.Generator().manual_seed(cfg.seed + 2)  # same on every rank
@@ -218,7 +220,7 @@ class OATStep:
                     loss, logits, logits_adv = forward(x, x_adv, y, enc, lam, n_clean, w, n_first)
                 loss.backward()
             total += loss.item()
-            stats = {}
+            stats = {}  # with the sampled objective SA is over the samples that kept their clean term
             if logits is not None:
                 stats["sa"] = float((logits.argmax(1) == y[: logits.shape[0]]).float().mean())
             if logits_adv is not None:

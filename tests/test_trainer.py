@@ -20,9 +20,10 @@ import oatdeploy
 from oatdeploy.checkpoint import read_checkpoint, save_checkpoint
 from oatdeploy.data import load_dataset
 from oatdeploy.errors import ArtifactError, OatError
-from oatdeploy.lambdas import build_table
+from oatdeploy.lambdas import build_table, clean_count
 from oatdeploy.models import create_model
-from oatdeploy.trainer import OATStep, TrainConfig, make_optimizer
+from oatdeploy.nn.dual_bn import DualBN2d
+from oatdeploy.trainer import OATStep, TrainConfig, make_optimizer, resolve_config
 
 
 def tiny_step(**overrides: object) -> tuple[OATStep, TrainConfig]:
@@ -55,6 +56,10 @@ def test_the_sampled_objective_is_one_term_per_sample_and_trains() -> None:
     (each λ > 0 sample's term is drawn with probability λ: tests/test_lambdas.py), and it learns."""
     step, cfg = tiny_step(objective="sampled")
     model = step.model.eval()
+    with torch.no_grad():  # tell the clean BNs from the adversarial ones, so a wrong routing changes the loss
+        for m in model.modules():
+            if isinstance(m, DualBN2d):
+                m.BN_a.bias.normal_(0, 0.5)
     data = load_dataset("fmnist-mini", limit=16)
     enc = build_table("rand", cfg.lambdas)[torch.tensor([0] * 8 + [1, 2] * 4)]
     x, y, x_adv = data.x, data.y, (data.x[12:16] + 0.05).clamp(0, 1)
@@ -63,7 +68,16 @@ def test_the_sampled_objective_is_one_term_per_sample_and_trains() -> None:
     one += [F.cross_entropy(model(x_adv[i - 12 : i - 11], enc[i : i + 1], 0, 0), y[i : i + 1]) for i in range(12, 16)]
     assert torch.allclose(loss, torch.stack(one).sum() / 16, atol=1e-5)
     assert logits is not None and logits.shape == (12, 10) and logits_adv is not None and logits_adv.shape == (4, 10)
+
+    attacked: list[int] = []  # the step attacks only the drawn share of the λ > 0 samples
+    attack = step.attack
+    step.attack = lambda x, *rest: (attacked.append(len(x)), attack(x, *rest))[1]  # type: ignore[method-assign]
     assert_a_few_steps_reduce_the_loss(step, cfg)
+    n_nonzero = 64 - clean_count(64, cfg.lambdas, cfg.clean_share)  # the helper's batch: 64 images
+    assert 0 < sum(attacked) < 0.9 * n_nonzero * len(attacked), attacked  # λs 0.4 and 1: about 70 %
+
+    with pytest.raises(OatError, match="--objective must be one of weighted, sampled"):
+        resolve_config(TrainConfig(objective="summed"), load_dataset("fmnist-mini", limit=64), 1)
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
