@@ -280,13 +280,16 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
     return cfg
 
 
-def setup_logging(out: Path, is_main: bool) -> None:
+def setup_logging(out: Path, is_main: bool) -> logging.Handler | None:
+    """This run's train.log. `train` removes it when the run ends, so that a later run in the same process (a
+    study, the demo's dedicated models) does not write into this run's log."""
     if not is_main:
-        return
+        return None
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    return handler
 
 
 class Run:
@@ -428,11 +431,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         raise OatError(f"--dist-timeout is in seconds and must be positive, got {cfg.dist_timeout}")
     info = init_distributed(cfg.dist_timeout, device_type(cfg.device))
     run: Run | None = None
+    handler: logging.Handler | None = None
     clean_exit = False
     try:
         cfg = resolve_config(cfg, train_set, info.world_size)
         out.mkdir(parents=True, exist_ok=True)
-        setup_logging(out, info.is_main)
+        handler = setup_logging(out, info.is_main)
         with StopRequests(announce=info.is_main) as stop:
             run = Run(cfg, info, train_set, payload)
             if info.is_main:
@@ -449,6 +453,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise
         raise lost_rank_error(info, run.step if run else -1, e) from None
     finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
         if info.distributed:
             run = None  # DDP's reducer holds the group: it must go while the group is still registered
             gc.collect()

@@ -92,6 +92,14 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
         assert torch.equal(value, b["model"][key]), key
 
 
+def test_a_later_run_in_the_same_process_does_not_write_into_an_earlier_runs_log(tmp_path: Path) -> None:
+    train_run(tmp_path / "a", max_steps=1)
+    first = (tmp_path / "a" / "train.log").read_text()
+    train_run(tmp_path / "b", max_steps=1)
+    assert (tmp_path / "a" / "train.log").read_text() == first
+    assert str(tmp_path / "b") in (tmp_path / "b" / "train.log").read_text()
+
+
 def test_checkpoint_round_trip_and_config(tiny_ckpt: Path, tmp_path: Path) -> None:
     sn = oatdeploy.load_checkpoint(tiny_ckpt)
     assert sn.lambdas == TINY["lambdas"] and sn.widths == TINY["widths"] and sn.input_shape == (1, 28, 28)
