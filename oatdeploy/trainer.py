@@ -282,7 +282,7 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
 
 def setup_logging(out: Path, is_main: bool) -> logging.Handler | None:
     """This run's train.log. `train` removes it when the run ends, so that a later run in the same process (a
-    study, the demo's dedicated models) does not write into this run's log."""
+    study script, a test session) does not write into this run's log."""
     if not is_main:
         return None
     handler = logging.FileHandler(out / "train.log")
