@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from study_knob import LR10, PAPER_SHARE, SHARED_HEAD
 from study_oat_vs_dedicated import chosen_levers, trained_report
 
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
@@ -31,8 +32,6 @@ from oatdeploy.evaluate import knob_summary, run_evaluation
 from oatdeploy.runtime.device import cpu_name
 from oatdeploy.trainer import TrainConfig
 
-PAPER_SHARE: dict[str, Any] = {"clean_share": None}
-SHARED_HEAD: dict[str, Any] = {"lambda_head": False}
 LEVERS: dict[str, dict[str, Any]] = {
     "table": {**SHARED_HEAD, **PAPER_SHARE},  # per-λ FiLM tables, one classifier, the paper's λ = 0 share (1/6)
     "head": PAPER_SHARE,  # and a per-λ correction of the classifier
@@ -45,8 +44,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "epochs6": {"epochs": 6},  # the default trained 1.5 times as long
     "lambda-linear": {"enc_kind": "none", "enc_dim": 1},  # FiLM and the per-λ classifier linear in λ itself
     "head-lr5": {"film_lr_scale": 5.0, "film_weight_decay": 0.0},  # the λ conditioning at 5× the learning rate
-    "head-lr10": {"film_lr_scale": 10.0, "film_weight_decay": 0.0},
-    "head-lr10-lam1x3": {"film_lr_scale": 10.0, "film_weight_decay": 0.0, "lambda_weights": [1, 1, 1, 1, 3]},
+    "head-lr10": LR10,
+    "head-lr10-lam1x3": {**LR10, "lambda_weights": [1, 1, 1, 1, 3]},
     "epochs6-lam1x3": {"epochs": 6, "lambda_weights": [1, 1, 1, 1, 3]},
     "sampled": {"objective": "sampled"},  # one loss term per λ > 0 sample (the same expected loss, less work)
     "sampled-e5": {"objective": "sampled", "epochs": 5},  # what the default's training time buys with it

@@ -92,7 +92,7 @@ def sample_indices(batch_size: int, lambdas: Sequence[float], generator: torch.G
     return torch.cat([head, torch.tensor(nonzero, dtype=torch.long)[pick]]), n_clean
 
 
-def sample_terms(lam_idx: torch.Tensor, n_clean: int, lam_values: torch.Tensor,
+def sample_terms(lam_idx: torch.Tensor, n_clean: int, lambdas: Sequence[float],
                  generator: torch.Generator) -> tuple[torch.Tensor, int]:
     """The `sampled` objective's draw: each λ > 0 sample keeps one loss term, the adversarial one with
     probability λ, so its expected loss is the paper's (1 − λ)·CE(x) + λ·CE(x_adv).
@@ -102,7 +102,7 @@ def sample_terms(lam_idx: torch.Tensor, n_clean: int, lam_values: torch.Tensor,
     samples precede the adversarial ones.
     """
     rest = lam_idx[n_clean:]
-    adv = torch.rand(len(rest), generator=generator) < lam_values[rest]
+    adv = torch.rand(len(rest), generator=generator) < torch.tensor(lambdas)[rest]
     return torch.cat([lam_idx[:n_clean], rest[~adv], rest[adv]]), n_clean + int((~adv).sum())
 
 

@@ -174,7 +174,6 @@ class OATStep:
         self.model, self.cfg, self.device = model, cfg, device
         self.enc_table = encoding.to(device)
         self.lam_values = torch.tensor(cfg.lambdas, device=device)
-        self.lam_values_cpu = torch.tensor(cfg.lambdas)  # the λ draws run on the CPU, with the CPU generator
         self.pgd = PGDConfig(eps=float(cfg.eps), steps=cfg.pgd_steps, step_size=cfg.step_size)
         self.streams = RankStreams.seeded(seed, rank)
         self.width_gen = torch.Generator().manual_seed(cfg.seed + 2)  # same on every rank
@@ -204,7 +203,7 @@ class OATStep:
                                           self.cfg.lambda_weights)
         n_first = None
         if self.cfg.objective == "sampled":
-            lam_idx, n_first = sample_terms(lam_idx, n_clean, self.lam_values_cpu, self.streams.lam)
+            lam_idx, n_first = sample_terms(lam_idx, n_clean, self.cfg.lambdas, self.streams.lam)
         adv_from = n_clean if n_first is None else n_first  # the samples from here on are attacked
         lam_idx = lam_idx.to(self.device)
         lam, enc = self.lam_values[lam_idx], self.enc_table[lam_idx]

@@ -82,7 +82,7 @@ def test_sampled_terms_attack_a_share_lambda_of_each_lambdas_samples() -> None:
     attacked, drawn = torch.zeros(len(lams)), torch.zeros(len(lams))
     for _ in range(400):
         idx, n_clean = sample_indices(64, lams, gen, clean_share=0.5)
-        ordered, n_first = sample_terms(idx, n_clean, values, gen)
+        ordered, n_first = sample_terms(idx, n_clean, lams, gen)
         assert torch.equal(ordered[:n_clean], idx[:n_clean])  # λ = 0 first, untouched
         assert torch.equal(torch.bincount(ordered, minlength=6), torch.bincount(idx, minlength=6))
         assert n_clean <= n_first <= 64
