@@ -15,14 +15,13 @@ the demo (full width, PGD-10 on the 1,000 embedded test images). Runs come from 
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from study_demo import DEDICATED, LEVERS, run_one
+from study_demo import DEDICATED, LEVERS, markdown, run_one
+from study_oat_vs_dedicated import provenance
 
 from oatdeploy import data as datasets
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
@@ -31,7 +30,6 @@ from oatdeploy.checkpoint import load_supernet
 from oatdeploy.commands.demo import DEMO_EVAL
 from oatdeploy.evaluate import PGDEval, accuracy_fields, correct_mask, knob_summary
 from oatdeploy.nn.dual_bn import SwitchableDualBN2d
-from oatdeploy.runtime.device import cpu_name
 from oatdeploy.supernet import Supernet
 
 Stats = list[tuple[torch.Tensor, torch.Tensor]]
@@ -107,23 +105,6 @@ def evaluate_mixes(folder: Path, train_x: torch.Tensor, train_y: torch.Tensor, t
                   "knob": knob_summary({"results": found}, 1.0)} for mix, found in rows.items()}
 
 
-def markdown(done: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = ["# BN statistics per λ at the demo's budget (full width)", "",
-             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
-             f"Statistics from {CALIBRATION[0] * CALIBRATION[1]} training images per λ; PGD-{DEMO_EVAL['pgd_steps']} "
-             f"at ε = 0.1 on {DEMO_EVAL['limit']} test images (about ±2.6 points per accuracy, 95 %; the moves are "
-             "paired).", "",
-             "| run | seed | BN statistics | SA at λ = 0, 0.1, 0.2, 0.3, 0.4, 1 | RA at the same λs "
-             "| what the knob does |",
-             "|---|---|---|---|---|---|"]
-    for r in done:
-        lams = sorted(r["sa"], key=float)
-        sa, ra = (" ".join(f"{r[key][k]:.3f}" for k in lams) for key in ("sa", "ra"))
-        knob = "; ".join(line.split(": ", 1)[1] for line in r["knob"]) or "-"
-        lines.append(f"| {r['name']} | {r['seed']} | {r['mix']} | {sa} | {ra} | {knob} |")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1")
@@ -145,15 +126,15 @@ def main() -> None:
             for mix, found in evaluate_mixes(args.runs / f"{name}-s{seed}", train_x, train_y, test_x, test_y).items():
                 done.append({"name": name, "seed": seed, "mix": mix, **found})
                 print(f"{name}-s{seed} {mix}: SA {found['sa']} RA {found['ra']}", flush=True)
-    meta = {"command": " ".join(["python benchmarks/study_bn_stats.py", *sys.argv[1:]]),
-            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
-            "versions": f"python {platform.python_version()}, torch {torch.__version__}",
-            "finished": time.strftime("%Y-%m-%d")}
+    meta = {**provenance("study_bn_stats.py"), "finished": time.strftime("%Y-%m-%d")}
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / "knob_bn_stats_demo"
     atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "runs": done})
-    atomic_write_bytes(stem.with_suffix(".md"), markdown(done, meta).encode())
-    print(markdown(done, meta))
+    table = markdown(done, meta, title="BN statistics per λ at the demo's budget",
+                     setup=f"Statistics from {CALIBRATION[0] * CALIBRATION[1]} training images per λ. ",
+                     column=("BN statistics", lambda r: r["mix"]))
+    atomic_write_bytes(stem.with_suffix(".md"), table.encode())
+    print(table)
 
 
 if __name__ == "__main__":

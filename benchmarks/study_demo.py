@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from study_knob import LR10, PAPER_SHARE, SHARED_HEAD
-from study_oat_vs_dedicated import chosen_levers, trained_report
+from study_oat_vs_dedicated import chosen_levers, provenance, trained_report
 
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.commands.demo import DEMO_EVAL, DEMO_TRAIN
 from oatdeploy.evaluate import knob_summary, run_evaluation
-from oatdeploy.runtime.device import cpu_name
 from oatdeploy.trainer import TrainConfig
 
 LEVERS: dict[str, dict[str, Any]] = {
@@ -68,18 +65,22 @@ def run_one(name: str, recipe: dict[str, Any], seed: int, root: Path) -> dict[st
             "knob": knob_summary(report, 1.0)}
 
 
-def markdown(done: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = ["# The λ knob at the demo's budget (full width)", "",
+def markdown(done: list[dict[str, Any]], meta: dict[str, Any], title: str = "The λ knob at the demo's budget",
+             setup: str = "", column: tuple[str, Callable[[dict[str, Any]], str]] = (
+                 "changes", lambda r: f"`{json.dumps(r['recipe'])}`")) -> str:
+    """The table of runs: SA/RA per λ and the demo's knob lines; `column` names and fills the third column."""
+    lines = [f"# {title} (full width)", "",
              f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Versions: {meta['versions']}  ",
-             f"PGD-{DEMO_EVAL['pgd_steps']} at ε = 0.1 on {DEMO_EVAL['limit']} test images (one accuracy is uncertain "
-             "by about ±2.6 points there, 95 %; the moves below are paired on the same images).", "",
-             "| run | seed | changes | SA at λ = 0, 0.1, 0.2, 0.3, 0.4, 1 | RA at the same λs | what the knob does |",
+             f"{setup}PGD-{DEMO_EVAL['pgd_steps']} at ε = 0.1 on {DEMO_EVAL['limit']} test images (one accuracy is "
+             "uncertain by about ±2.6 points there, 95 %; the moves below are paired on the same images).", "",
+             f"| run | seed | {column[0]} | SA at λ = 0, 0.1, 0.2, 0.3, 0.4, 1 | RA at the same λs "
+             "| what the knob does |",
              "|---|---|---|---|---|---|"]
     for r in done:
         lams = sorted(r["sa"], key=float)
         sa, ra = (" ".join(f"{r[key][k]:.3f}" for k in lams) for key in ("sa", "ra"))
         knob = "; ".join(line.split(": ", 1)[1] for line in r["knob"]) or "-"
-        lines.append(f"| {r['name']} | {r['seed']} | `{json.dumps(r['recipe'])}` | {sa} | {ra} | {knob} |")
+        lines.append(f"| {r['name']} | {r['seed']} | {column[1](r)} | {sa} | {ra} | {knob} |")
     return "\n".join(lines) + "\n"
 
 
@@ -94,10 +95,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     plan = [(name, recipe) for name, recipe in DEDICATED.items()] + [(v, LEVERS[v]) for v in levers]
     done = [run_one(name, recipe, seed, args.runs) for name, recipe in plan for seed in seeds]
-    meta = {"command": "python benchmarks/study_demo.py " + " ".join(sys.argv[1:]),
-            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
-            "versions": f"python {platform.python_version()}, torch {torch.__version__}",
-            "finished": time.strftime("%Y-%m-%d")}
+    meta = {**provenance("study_demo.py"), "finished": time.strftime("%Y-%m-%d")}
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / "knob_demo"
     atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "runs": done})

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, chosen_levers, dedicated_run, run_one
+from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, chosen_levers, dedicated_run, provenance, run_one
 
 from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
-from oatdeploy.runtime.device import cpu_name
 
 # Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (per-λ FiLM tables and a per-λ
 # correction of the classifier, trained like every other weight; half of every batch at λ = 0). The others, in the
@@ -200,9 +196,7 @@ def main() -> None:
     done = [run_one(run, p, root, args.data_dir) for run in plan]
     summary = summarize(done, levers)
     n = p["test_limit"] or 10_000
-    meta = {"preset": args.preset, "command": "python benchmarks/study_knob.py " + " ".join(sys.argv[1:]),
-            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
-            "versions": f"python {platform.python_version()}, torch {torch.__version__}", "seeds": p["seeds"],
+    meta = {"preset": args.preset, **provenance("study_knob.py"), "seeds": p["seeds"],
             "test_samples": n, "ci_half": 100 * 1.96 * (0.75 * 0.25 / n) ** 0.5, "finished": time.strftime("%Y-%m-%d")}
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / f"knob_levers_{args.preset}"

@@ -107,6 +107,13 @@ def claim(folder: Path) -> bool:
     return True
 
 
+def provenance(script: str) -> dict[str, str]:
+    """This invocation's command, machine and versions, for the header of a results file."""
+    return {"command": " ".join([f"python benchmarks/{script}", *sys.argv[1:]]),
+            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads" + (f", {gpu_name()}" if gpu_name() else ""),
+            "versions": f"python {platform.python_version()}, torch {torch.__version__}"}
+
+
 def chosen_levers(parser: argparse.ArgumentParser, text: str, known: Collection[str]) -> list[str]:
     """The lever names in a comma-separated --levers, or a usage error naming the unknown ones."""
     levers = [v for v in text.split(",") if v]
@@ -273,9 +280,7 @@ def main() -> None:
     started = time.time()
     done = [run_one(run, p, root, args.data_dir) for run in plan(p)]
     summary = summarize(done, p)
-    meta = {"preset": args.preset, "command": "python benchmarks/study_oat_vs_dedicated.py " + " ".join(sys.argv[1:]),
-            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads" + (f", {gpu_name()}" if gpu_name() else ""),
-            "versions": f"python {platform.python_version()}, torch {torch.__version__}",
+    meta = {"preset": args.preset, **provenance("study_oat_vs_dedicated.py"),
             "wall_s": sum((r["wall_s"] or {}).get("train", 0) + (r["wall_s"] or {}).get("eval", 0) for r in done),
             "seeds": p["seeds"], "test_samples": p["test_limit"] or 10_000, "oats_widths": p["oats_widths"],
             "this_invocation_s": round(time.time() - started, 1)}
