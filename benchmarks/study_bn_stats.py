@@ -38,6 +38,7 @@ MIXES = ("trained", "per-λ", "adversarial")
 
 
 def adversarial_bns(sn: Supernet, width_idx: int) -> list[torch.nn.BatchNorm2d]:
+    """The BN every λ > 0 shares, in each layer, at one width."""
     return [m.bns[width_idx].BN_a for m in sn.model.modules() if isinstance(m, SwitchableDualBN2d)]
 
 
@@ -112,7 +113,6 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    torch.manual_seed(0)
     train_set = datasets.load_dataset("fmnist-mini", split="train")
     size = CALIBRATION[0] * CALIBRATION[1]
     pick = torch.randperm(len(train_set.x), generator=torch.Generator().manual_seed(0))[:size]
