@@ -20,6 +20,7 @@ from typing import Any
 from oatdeploy.errors import OatError
 
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+OBJECTIVES = ("weighted", "sampled")  # how a λ > 0 sample's two loss terms are combined (the CLI help says)
 DERIVED = {"derived": True}
 # What a checkpoint written before a field existed was trained with (not the field's default today).
 LEGACY = {"film": "mlp", "lambda_head": False, "objective": "weighted"}
@@ -56,7 +57,7 @@ class TrainConfig:
     film_weight_decay: float | None = None  # its weight decay; None: the same as --weight-decay
     clean_share: float | None = 0.5  # λ = 0 samples per batch; None: 1 / the number of λs (the paper)
     lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
-    objective: str = "weighted"  # or "sampled" (oatdeploy.lambdas.sample_terms); the CLI help says what each is
+    objective: str = "weighted"  # one of OBJECTIVES; "sampled" draws its terms in oatdeploy.lambdas.sample_terms
     train_limit: int | None = None
     val_split: bool = False  # hold out the last 5,000 training images, as the paper's code does
     augment: bool = True

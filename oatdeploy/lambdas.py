@@ -17,7 +17,6 @@ from oatdeploy.config import DEFAULT_LAMBDAS  # noqa: F401  (defined with TrainC
 from oatdeploy.errors import OatError
 
 ENCODINGS = ("rand", "none", "onehot", "dct")
-OBJECTIVES = ("weighted", "sampled")  # how a λ > 0 sample's two loss terms are combined (TrainConfig.objective)
 
 
 def check_lambdas(lambdas: Sequence[float]) -> list[float]:

@@ -41,7 +41,7 @@ from oatdeploy import data as datasets
 from oatdeploy.atomic import atomic_write_json
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.checkpoint import model_from_config, read_checkpoint, save_checkpoint
-from oatdeploy.config import TrainConfig, changed_from_default, resumed_config
+from oatdeploy.config import OBJECTIVES, TrainConfig, changed_from_default, resumed_config
 from oatdeploy.distributed import (
     DistInfo,
     any_rank,
@@ -56,7 +56,6 @@ from oatdeploy.distributed import (
 )
 from oatdeploy.errors import OatError
 from oatdeploy.lambdas import (
-    OBJECTIVES,
     build_table,
     check_lambdas,
     check_weights,

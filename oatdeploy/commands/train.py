@@ -18,7 +18,7 @@ import click
 from click.core import ParameterSource
 
 from oatdeploy.commands.options import config_options
-from oatdeploy.config import MAY_CHANGE_ON_RESUME, TrainConfig, option_name, user_fields
+from oatdeploy.config import MAY_CHANGE_ON_RESUME, OBJECTIVES, TrainConfig, option_name, user_fields
 
 SPECS: dict[str, dict[str, Any]] = {
     "out": {"type": click.Path(file_okay=False), "required": True, "help": "Run folder."},
@@ -56,7 +56,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "film_weight_decay": {"type": click.FloatRange(min=0),
                           "default": None, "help": "The λ conditioning's weight decay (default: --weight-decay's)."},
     "lambda_weights": {"help": "Sampling weights of the λ > 0 choices, in --lambdas order (default: uniform)."},
-    "objective": {"type": click.Choice(["weighted", "sampled"]),
+    "objective": {"type": click.Choice(OBJECTIVES),
                   "help": "weighted: every λ > 0 sample's loss is (1 − λ)·CE(x) + λ·CE(x_adv), as in the paper; "
                           "sampled: one of the two terms, the adversarial one with probability λ — the same "
                           "expected loss with fewer PGD examples and forward passes (docs/knob.md)."},
