@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.evaluate import run_evaluation
+from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.runtime.device import cpu_name
 
 TRAIN = ["--dataset", "fmnist-mini", "--arch", "resnet20", "--widths", "0.5,1", "--batch-size", "64",

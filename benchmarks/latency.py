@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 import oatdeploy
-from oatdeploy.atomic import atomic_write_json
 from oatdeploy.export.onnx_export import export_onnx
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model
 from oatdeploy.models.plain import FoldedConv
+from oatdeploy.runtime.atomic import atomic_write_json
 from oatdeploy.runtime.backends.base import Runner
 from oatdeploy.runtime.backends.ort import OrtRunner
 from oatdeploy.runtime.device import cpu_name

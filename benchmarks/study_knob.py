@@ -23,7 +23,7 @@ from typing import Any
 
 from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, chosen_levers, dedicated_run, provenance, run_one
 
-from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
+from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json
 
 # Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (per-λ FiLM tables and a per-λ
 # correction of the classifier, trained like every other weight; half of every batch at λ = 0). The others, in the

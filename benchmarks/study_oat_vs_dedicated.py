@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
-from oatdeploy.atomic import atomic_save, atomic_write_bytes, atomic_write_json
 from oatdeploy.config import LEGACY, contradictions, user_fields
 from oatdeploy.evaluate import run_evaluation
+from oatdeploy.runtime.atomic import atomic_save, atomic_write_bytes, atomic_write_json
 from oatdeploy.runtime.device import cpu_name, gpu_name
 from oatdeploy.trainer import TrainConfig, train
 

@@ -8,7 +8,7 @@ another checkout of oatdeploy for a before/after comparison (put that copy first
 
     python benchmarks/switcher.py [--deploy DIR] [--rounds 30] [--calls 300] [--out FILE.json]
 
-Without --deploy it times a deployment made like the device tests make theirs (tests/device/deploykit.py).
+Without --deploy it times a deployment made like the device tests make theirs (tests/runtime/deploykit.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
 
     folder = args.deploy
     if folder is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "device"))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "runtime"))
         from deploykit import make_deployment
 
         folder = make_deployment(Path(tempfile.mkdtemp()) / "deploy")
@@ -90,7 +90,7 @@ def main() -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
-        from oatdeploy.atomic import atomic_write_json
+        from oatdeploy.runtime.atomic import atomic_write_json
 
         atomic_write_json(args.out, report)
 

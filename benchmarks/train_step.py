@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 import oatdeploy.trainer
-from oatdeploy.atomic import atomic_write_json
 from oatdeploy.bench import time_steps, train_step
+from oatdeploy.runtime.atomic import atomic_write_json
 from oatdeploy.runtime.device import cpu_name, gpu_name
 
 # name -> (what it shows, TrainConfig levers). `attack-param-grads` runs PGD with parameter gradients on

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+if __name__ != "oatdeploy.export":  # `import export` from a checkout's root would load every module twice
+    raise ImportError(f"the export side is the package oatdeploy.export; import that, not {__name__}")
+
 __all__ = ["export_deployment"]
 
 

@@ -1,8 +1,5 @@
-"""manifest.json version 1 as export first writes it: the dicts built in one place and checked.
-
-Reading, updating and writing belong to `oatdeploy.runtime.manifest` (the one owner); this module only
-builds a new deployment's manifest and hands it to that writer.
-"""
+"""manifest.json as export first writes it, built from the runtime's typed entries (`oatdeploy.runtime.manifest`,
+the one definition of the contract) and checked by the reader's own schema before it is written."""
 
 from __future__ import annotations
 
@@ -10,76 +7,84 @@ import time
 from pathlib import Path
 from typing import Any
 
-from oatdeploy.atomic import sha256_file
-from oatdeploy.eval_files import attack_label
-from oatdeploy.runtime import manifest as owner
+from oatdeploy.runtime import folder
+from oatdeploy.runtime.atomic import sha256_file
+from oatdeploy.runtime.checks import Invalid
+from oatdeploy.runtime.manifest import (
+    FORMAT,
+    VERSION,
+    FileRef,
+    Manifest,
+    Metrics,
+    MetricsSource,
+    Model,
+    Source,
+    ThreatModel,
+    VariantEntry,
+    Verification,
+    attack_label,
+    parse_manifest,
+    same_choice,
+    variant_id,
+)
 
-REQUIRED = ("format", "version", "model", "threat_model", "source", "variants")
-REQUIRED_VARIANT = ("id", "lambda", "width", "mode", "onnx", "sha256", "params", "flops", "metrics", "engines",
-                    "latency")
+
+def file_entry(deploy: Path, rel: str) -> FileRef:
+    """A file inside the deployment folder (paths are relative to the manifest) and its sha256."""
+    return FileRef(rel, sha256_file(deploy / rel))
 
 
-def variant_id(lam: float, width: float) -> str:
-    """`lam0.4-w0.5`: the id the manifest, the files and the CLI all use."""
-    return f"lam{lam:g}-w{width:g}"
-
-
-def file_entry(folder: Path, rel: str) -> dict[str, str]:
-    """{path, sha256} of a file inside the deployment folder (paths are relative to the manifest)."""
-    return {"path": rel, "sha256": sha256_file(folder / rel)}
-
-
-def metrics_source(report: dict[str, Any] | None, origin: str | None) -> dict[str, Any]:
+def metrics_source(report: dict[str, Any] | None, origin: str | None) -> MetricsSource:
     """Where SA/RA came from and which attack produced them; a null source says how to get numbers."""
     if report is None:
-        return {"origin": None, "attack": None, "num_samples": 0,
-                "note": "no SA/RA: no eval.json for this checkpoint; run `oatdeploy eval` or export with --evaluate"}
-    return {"origin": origin, "attack": report["attack"], "num_samples": report["num_samples"]}
+        return MetricsSource(None, None, 0, "no SA/RA: no eval.json for this checkpoint; run `oatdeploy eval` or "
+                                            "export with --evaluate")
+    return MetricsSource(origin, report["attack"], report["num_samples"])
 
 
-def variant_metrics(report: dict[str, Any] | None, lam: float, width: float) -> dict[str, Any]:
-    row = next((r for r in (report or {}).get("results", []) if abs(r["lambda"] - lam) < 1e-6
-                and abs(r["width"] - width) < 1e-6), None)
-    if row is None:
-        return {"clean_acc": None, "robust_acc": None, "attack": None, "samples": 0}
-    intervals = {k: row[k] for k in ("clean_ci95", "robust_ci95") if k in row}
-    return {"clean_acc": row["clean_acc"], "robust_acc": row["robust_acc"], **intervals,
-            "attack": attack_label(report), "samples": report["num_samples"]}
+def variant_metrics(report: dict[str, Any] | None, lam: float, width: float) -> Metrics:
+    """One (λ, width)'s row of an evaluation (eval.json), or no numbers."""
+    row = next((r for r in (report or {}).get("results", []) if same_choice(r["lambda"], lam)
+                and same_choice(r["width"], width)), None)
+    if row is None or report is None:
+        return Metrics(None, None, attack=None, samples=0)
+    return Metrics(row["clean_acc"], row["robust_acc"], row.get("clean_ci95"), row.get("robust_ci95"),
+                   report["num_samples"], attack_label(report))
 
 
-def new_manifest(model: dict[str, Any], threat_model: dict[str, Any], source: dict[str, Any],
-                 metrics: dict[str, Any], calibration: dict[str, str], clean: dict[str, str]) -> dict[str, Any]:
+def new_manifest(model: Model, threat_model: ThreatModel, source: Source, metrics: MetricsSource,
+                 calibration: FileRef, clean: FileRef) -> Manifest:
     """The top level; variants are appended with `variant_entry`."""
-    return {"format": owner.FORMAT, "version": owner.VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "model": model, "threat_model": threat_model, "source": source, "metrics_source": metrics,
-            "calibration": calibration, "verification": {"clean": clean}, "variants": []}
+    return Manifest(FORMAT, VERSION, model, threat_model, source, [], created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    metrics_source=metrics, calibration=calibration, verification={"clean": clean})
 
 
-def variant_entry(folder: Path, lam: float, width: float, mode: str, onnx: str, cost: tuple[int, int],
-                  metrics: dict[str, Any], verification: dict[str, Any], adv_examples: str,
-                  lam_index: int | None = None) -> dict[str, Any]:
+def variant_entry(deploy: Path, lam: float, width: float, mode: str, onnx: str, cost: tuple[int, int],
+                  metrics: Metrics, verification: Verification, adv_examples: str,
+                  lam_index: int | None = None) -> VariantEntry:
     """One (λ, width): its graph (shared graphs are listed once per λ with `lam_index`), cost and checks."""
-    entry: dict[str, Any] = {
-        "id": variant_id(lam, width), "lambda": lam, "width": width, "mode": mode,
-        "onnx": onnx, "sha256": sha256_file(folder / onnx), "params": cost[0], "flops": cost[1],
-        "metrics": metrics, "verification": verification, "adv_examples": file_entry(folder, adv_examples),
-        "engines": [], "latency": {},
-    }
-    if lam_index is not None:
-        entry["lam_index"] = lam_index
-    return entry
+    return VariantEntry(variant_id(lam, width), lam, width, mode, onnx, sha256_file(deploy / onnx), metrics,
+                        params=cost[0], flops=cost[1], lam_index=lam_index, verification=verification,
+                        adv_examples=file_entry(deploy, adv_examples))
 
 
-def check_manifest(manifest: dict[str, Any]) -> None:
-    """Refuse to write a manifest that the reader would reject (a bug here, not a user error)."""
-    missing = [k for k in REQUIRED if k not in manifest]
-    missing += [f"variants[{i}].{k}" for i, v in enumerate(manifest.get("variants", [])) for k in REQUIRED_VARIANT
-                if k not in v]
-    if missing or not manifest.get("variants"):
-        raise ValueError(f"manifest is incomplete: missing {', '.join(missing) or 'variants'}")
+def write_manifest(deploy: str | Path, manifest: Manifest) -> Path:
+    """Check the manifest with the schema the device reads it with, then write-and-rename `deploy/manifest.json`.
+    A manifest the reader would refuse is a bug here, not a user error."""
+    try:
+        parse_manifest(manifest.to_json())
+    except Invalid as e:
+        raise ValueError(f"export built a manifest its reader refuses: {e}") from None
+    return folder.write_manifest(deploy, manifest)
 
 
-def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
-    """Check, then write-and-rename `folder/manifest.json`."""
-    check_manifest(manifest)
-    return owner.write_manifest(folder, manifest)
+def format_variants(manifest: Manifest) -> str:
+    """What export wrote, one variant a line: cost, SA/RA, and how far the graph is from the supernet."""
+    head = f"{'variant':<14} {'params':>9} {'MFLOPs':>8} {'SA':>6} {'RA':>6} {'max|Δlogit|':>12}"
+    lines = [head, "-" * len(head)]
+    for v in manifest.variants:
+        sa = "-" if v.metrics.clean_acc is None else f"{v.metrics.clean_acc:.3f}"
+        ra = "-" if v.metrics.robust_acc is None else f"{v.metrics.robust_acc:.3f}"
+        diff = v.verification.max_abs_diff if v.verification and v.verification.max_abs_diff is not None else 0.0
+        lines.append(f"{v.id:<14} {v.params or 0:>9,} {(v.flops or 0) / 1e6:>8.1f} {sa:>6} {ra:>6} {diff:>12.2e}")
+    return "\n".join(lines)

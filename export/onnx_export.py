@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from oatdeploy.atomic import atomic_path
+from oatdeploy.runtime.atomic import atomic_path
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, OUTPUT_NAME
 
 OPSET = 17

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from oatdeploy.errors import ArtifactError
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
+from oatdeploy.runtime.errors import ArtifactError
+from oatdeploy.runtime.manifest import Verification
 
 DEFAULT_TOLERANCE = 1e-3  # fp32 logits; folding itself is exact to ~1e-6
 
@@ -27,7 +28,7 @@ def run_graph(session: ort.InferenceSession, x: np.ndarray, lam_index: int | Non
 
 
 def check_parity(session: ort.InferenceSession, x: np.ndarray, reference: np.ndarray, label: str,
-                 lam_index: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, float | int]:
+                 lam_index: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> Verification:
     """Max |Δlogit| and top-1 agreement against the supernet; raises when the graph is not the model."""
     logits = run_graph(session, x, lam_index)
     diff = float(np.abs(logits - reference).max())
@@ -35,4 +36,4 @@ def check_parity(session: ort.InferenceSession, x: np.ndarray, reference: np.nda
     if not diff <= tolerance:
         raise ArtifactError(f"{label}: exported graph differs from the supernet by {diff:.3g} (tolerance "
                             f"{tolerance:g}, top-1 agreement {agree:.3f}); the export is wrong, please report it")
-    return {"max_abs_diff": diff, "top1_agreement": agree, "samples": len(x)}
+    return Verification(diff, agree, len(x))

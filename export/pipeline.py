@@ -19,10 +19,8 @@ import torch
 from tqdm import tqdm
 
 from oatdeploy import data as datasets
-from oatdeploy.atomic import atomic_save, fsync_dir, sha256_file
 from oatdeploy.attacks import PGDConfig, pgd_attack
 from oatdeploy.checkpoint import load_supernet
-from oatdeploy.errors import OatError
 from oatdeploy.export import parity
 from oatdeploy.export.cost import graph_cost
 from oatdeploy.export.manifest import (
@@ -30,15 +28,24 @@ from oatdeploy.export.manifest import (
     metrics_source,
     new_manifest,
     variant_entry,
-    variant_id,
     variant_metrics,
     write_manifest,
 )
 from oatdeploy.export.onnx_export import export_onnx
-from oatdeploy.runtime.manifest import FILENAME
+from oatdeploy.runtime.atomic import atomic_save, fsync_dir, sha256_file
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.manifest import (
+    FILENAME,
+    MODES,
+    FileRef,
+    Manifest,
+    Model,
+    Source,
+    ThreatModel,
+    VariantEntry,
+    variant_id,
+)
 from oatdeploy.supernet import Supernet
-
-MODES = ("folded", "shared")
 
 
 def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | None) -> dict[str, Any] | None:
@@ -64,7 +71,7 @@ def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | 
     return report
 
 
-def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> dict[str, str]:
+def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> FileRef:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: given a name, numpy would append ".npz" to it
             np.savez_compressed(f, **arrays)
@@ -106,7 +113,7 @@ def check_target(out: Path) -> None:
 def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "folded",
                       eval_json: str | Path | None = None, evaluate: bool = False, verify_samples: int = 256,
                       calib_samples: int = 512, adv_steps: int = 20, progress: bool = True, *,
-                      tolerance: float | None = None, data_dir: str | None = None) -> dict[str, Any]:
+                      tolerance: float | None = None, data_dir: str | None = None) -> Manifest:
     """Export every (λ, width) of a checkpoint into `out`; returns the manifest that was written.
 
     `tolerance` (max |Δlogit| under ONNX Runtime, default `parity.DEFAULT_TOLERANCE`) and `data_dir` (default:
@@ -131,19 +138,18 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
     try:
         eps = float(sn.config["eps"])
         manifest = new_manifest(
-            model={"arch": sn.arch, "num_classes": sn.num_classes, "input_shape": list(sn.input_shape),
-                   "lambdas": sn.lambdas, "widths": sn.widths, "input_range": [0.0, 1.0],
-                   "dataset": sn.config["dataset"], "dual_bn": sn.dual_bn},
-            threat_model={"norm": "linf", "eps": eps, "attack": report["attack"]["name"] if report else "pgd",
-                          "steps": report["attack"].get("steps") if report else adv_steps},
-            source={"checkpoint": checkpoint.name, "checkpoint_sha256": ckpt_sha},
+            model=Model(list(sn.input_shape), sn.lambdas, sn.widths, sn.num_classes, sn.arch, sn.config["dataset"],
+                        [0.0, 1.0], sn.dual_bn),
+            threat_model=ThreatModel("linf", eps, report["attack"]["name"] if report else "pgd",
+                                     report["attack"].get("steps") if report else adv_steps),
+            source=Source(checkpoint.name, ckpt_sha),
             metrics=metrics_source(report, origin),
             calibration=save_npz(staging, "calib.npz", x=calib.x.numpy().astype(np.float32)),
             clean=save_npz(staging, "verify/clean.npz", x=test.x.numpy(), y=test.y.numpy()),
         )
         attack = PGDConfig(eps=eps, steps=adv_steps)
         tol = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
-        manifest["variants"] = build_variants(sn, staging, mode, test, report, attack, tol, progress)
+        manifest.variants = build_variants(sn, staging, mode, test, report, attack, tol, progress)
         write_manifest(staging, manifest)
         default_permissions(staging)
         swap_in(staging, out)
@@ -153,7 +159,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
 
 
 def build_variants(sn: Supernet, folder: Path, mode: str, test: datasets.ArrayDataset, report: dict[str, Any] | None,
-                   attack: PGDConfig, tolerance: float, progress: bool) -> list[dict[str, Any]]:
+                   attack: PGDConfig, tolerance: float, progress: bool) -> list[VariantEntry]:
     """Export, verify under ONNX Runtime, cost and attack every (λ, width); one entry each."""
     x_np, y_np = test.x.numpy(), test.y.numpy()
     pairs = [(lam, w) for w in sn.widths for lam in sn.lambdas]

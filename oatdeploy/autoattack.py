@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 SQUARE_QUERIES = 5000

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from oatdeploy.atomic import atomic_save
 from oatdeploy.config import LEGACY
-from oatdeploy.errors import ArtifactError
 from oatdeploy.models import OATModel, create_model
+from oatdeploy.runtime.atomic import atomic_save
+from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.supernet import Supernet
 
 FORMAT, VERSION = "oatdeploy-supernet", 1

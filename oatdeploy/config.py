@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
 OBJECTIVES = ("weighted", "sampled")  # how a λ > 0 sample's two loss terms are combined (the CLI help says)

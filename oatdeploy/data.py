@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oatdeploy.errors import DatasetMissing, OatError
+from oatdeploy.runtime.errors import DatasetMissing, OatError
 
 FMNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = {

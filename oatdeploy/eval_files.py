@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from oatdeploy.atomic import sha256_file
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.atomic import sha256_file
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.manifest import describe_evaluation
 
 # What makes two evaluations the same: a file may be rewritten only by an evaluation equal in all of these.
 SIGNATURE = ("attack", "num_samples", "dataset", "split")
@@ -25,23 +26,6 @@ def evaluation_name(report: dict[str, Any], with_eps: bool = False) -> str:
 
 def same_evaluation(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in SIGNATURE)
-
-
-def attack_label(report: dict[str, Any] | None) -> str | None:
-    """`pgd-20`, `apgd-ce-100`, `autoattack-standard`: a short name of the attack behind the robust accuracies."""
-    if not report:
-        return None
-    attack = report.get("attack") or {}
-    kind = attack.get("version") or attack.get("steps")
-    return f"{attack.get('name', '?')}{f'-{kind}' if kind else ''}"
-
-
-def describe_evaluation(report: dict[str, Any]) -> str:
-    """`pgd-20, eps 0.1, 1000 images`, `autoattack-standard, ...`: what an evaluation holds, in words."""
-    attack = report.get("attack") or {}
-    eps = f", eps {attack['eps']:.4g}" if isinstance(attack.get("eps"), (int, float)) else ""
-    split = f" of the {report['split']} split" if report.get("split", "test") != "test" else ""
-    return f"{attack_label(report)}{eps}, {report.get('num_samples', '?')} images{split}"
 
 
 def evaluations_of(checkpoint: Path) -> dict[Path, dict[str, Any]]:

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.stats import paired_difference_interval, wilson_interval
 from oatdeploy.supernet import Supernet
 
@@ -221,8 +221,8 @@ def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | Non
                    widths: list[float] | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on its dataset's test split, or the reference's validation split (`oatdeploy eval`)."""
     from oatdeploy import data as datasets
-    from oatdeploy.atomic import sha256_file
     from oatdeploy.checkpoint import load_supernet
+    from oatdeploy.runtime.atomic import sha256_file
 
     sn = load_supernet(checkpoint)
     cfg = sn.config

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from oatdeploy.config import DEFAULT_LAMBDAS  # noqa: F401  (defined with TrainConfig, torch-free)
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 
 ENCODINGS = ("rand", "none", "onehot", "dct")
 

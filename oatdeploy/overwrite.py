@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from oatdeploy.errors import OatError
-from oatdeploy.eval_files import describe_evaluation, same_evaluation
+from oatdeploy.eval_files import same_evaluation
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.manifest import describe_evaluation
 
 CHECKPOINT = "supernet.pt"
 MANIFEST = "manifest.json"

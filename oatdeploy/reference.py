@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from oatdeploy.atomic import atomic_write_json, sha256_file
 from oatdeploy.checkpoint import model_from_config, save_checkpoint
 from oatdeploy.data import DEFAULT_EPS, VAL_HOLDOUT
-from oatdeploy.errors import OatError
 from oatdeploy.lambdas import check_widths
+from oatdeploy.runtime.atomic import atomic_write_json, sha256_file
+from oatdeploy.runtime.errors import OatError
 
 ARCHS = ("resnet34", "wrn16_8", "wrn40_2")
 ENCODINGS = ("rand", "onehot", "dct", "none")

@@ -38,7 +38,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oatdeploy import data as datasets
-from oatdeploy.atomic import atomic_write_json
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.checkpoint import model_from_config, read_checkpoint, save_checkpoint
 from oatdeploy.config import OBJECTIVES, TrainConfig, changed_from_default, resumed_config
@@ -54,7 +53,6 @@ from oatdeploy.distributed import (
     shutdown,
     wrap_ddp,
 )
-from oatdeploy.errors import OatError
 from oatdeploy.lambdas import (
     build_table,
     check_lambdas,
@@ -67,6 +65,8 @@ from oatdeploy.models import OATModel
 from oatdeploy.nn import FILM_KINDS, SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
 from oatdeploy.resume import RankStreams, restore_streams
+from oatdeploy.runtime.atomic import atomic_write_json
+from oatdeploy.runtime.errors import OatError
 
 log = logging.getLogger("oatdeploy.train")
 

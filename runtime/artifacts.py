@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator
 
-from oatdeploy.atomic import PathLike, atomic_save, fsync_dir, sha256_file
-from oatdeploy.errors import OatError
-from oatdeploy.runtime.manifest import Manifest, confined, path_fields
+from oatdeploy.runtime.atomic import PathLike, atomic_save, fsync_dir, sha256_file
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.folder import confined
+from oatdeploy.runtime.manifest import FileRef, Manifest
 
 BUILD_LOCK = ".build.lock"
 MANAGED = ("engines", "quantized")  # folders whose files oatdeploy owns: unreferenced ones are swept
@@ -43,7 +44,7 @@ def build_lock(folder: PathLike) -> Iterator[None]:
 
 
 def write_artifact(folder: PathLike, subdir: str, stem: str, suffix: str,
-                   writer: Callable[[Path], object]) -> dict[str, str]:
+                   writer: Callable[[Path], object]) -> FileRef:
     """Write `subdir/<stem>-<sha256[:12]><suffix>` durably; returns its {path, sha256} for the manifest."""
     pending = confined(folder, f"{subdir}/.{stem}{suffix}.pending")
     atomic_save(pending, writer)
@@ -51,12 +52,12 @@ def write_artifact(folder: PathLike, subdir: str, stem: str, suffix: str,
     rel = f"{subdir}/{stem}-{digest[:12]}{suffix}"
     os.replace(pending, confined(folder, rel))
     fsync_dir(pending.parent)
-    return {"path": rel, "sha256": digest}
+    return FileRef(rel, digest)
 
 
 def sweep(folder: PathLike, manifest: Manifest) -> list[str]:
     """Delete files in engines/ and quantized/ that the manifest does not name; returns what went."""
-    keep = {rel for _, rel in path_fields(manifest)}
+    keep = {ref.path for _, ref in manifest.files()}
     gone = []
     for subdir in MANAGED:
         root = Path(folder) / subdir

@@ -14,10 +14,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from oatdeploy.atomic import PathLike, sha256_bytes
-from oatdeploy.errors import ArtifactError
+from oatdeploy.runtime.atomic import PathLike, sha256_bytes
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
-from oatdeploy.runtime.manifest import Manifest, read_verified
+from oatdeploy.runtime.errors import ArtifactError
+from oatdeploy.runtime.folder import read_verified
+from oatdeploy.runtime.manifest import Manifest
 
 
 def calibration_bytes(deploy_dir: PathLike, manifest: Manifest, source: PathLike | None = None) -> tuple[bytes, str]:
@@ -33,11 +34,11 @@ def calibration_bytes(deploy_dir: PathLike, manifest: Manifest, source: PathLike
                                 "[N, C, H, W] in [0, 1], or leave it out to use DEPLOY/calib.npz")
         data = path.read_bytes()
         return data, sha256_bytes(data)
-    entry = manifest.get("calibration")
+    entry = manifest.calibration
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no calibration images; re-export with "
                             "`oatdeploy export` (it writes calib.npz) or pass --calib-data")
-    return read_verified(deploy_dir, entry["path"], entry["sha256"]), entry["sha256"]
+    return read_verified(deploy_dir, entry.path, entry.sha256), entry.sha256
 
 
 def parse_images(data: bytes, label: str, input_shape: tuple[int, ...], limit: int | None,
@@ -62,8 +63,9 @@ def load_calibration(deploy_dir: PathLike, manifest: Manifest, limit: int | None
                      source: PathLike | None = None) -> tuple[np.ndarray, str]:
     """(float32 [N, C, H, W] calibration images, sha256 of their file); see `calibration_bytes`."""
     data, digest = calibration_bytes(deploy_dir, manifest, source)
-    label = str(source) if source is not None else f"{deploy_dir}/{manifest['calibration']['path']}"
-    shape = tuple(manifest["model"]["input_shape"])
+    recorded = manifest.calibration
+    label = str(source) if source is not None or recorded is None else f"{deploy_dir}/{recorded.path}"
+    shape = tuple(manifest.model.input_shape)
     return parse_images(data, label, shape, limit, user_file=source is not None), digest
 
 

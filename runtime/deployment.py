@@ -3,12 +3,13 @@
 `Deployment.load` checks what it will serve and nothing else: the fp32 ONNX graphs for ONNX Runtime fp32,
 the quantized graphs for ORT fp16/int8, this device's engines for TensorRT. An old engine for another GPU,
 a missing calib.npz or a stale quantized model of another precision does not stop an fp32 service.
-Runners are built from bytes hashed as they are read (`manifest.read_verified`), also when the switcher
+Runners are built from bytes hashed as they are read (`folder.read_verified`), also when the switcher
 reloads an evicted variant. Python 3.8+, no torch.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -16,20 +17,20 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from oatdeploy.atomic import PathLike
-from oatdeploy.errors import ArtifactError, OatError, OatWarning
 from oatdeploy.runtime import power
 from oatdeploy.runtime import profile as profiling
+from oatdeploy.runtime.atomic import PathLike
 from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
 from oatdeploy.runtime.device import device_name, latency_key, without_power_mode
-from oatdeploy.runtime.manifest import Manifest, check_file, read_manifest, read_verified, update_variants
-from oatdeploy.runtime.selection import Choice, Variant, check_budget, choose, pareto_front
+from oatdeploy.runtime.errors import ArtifactError, OatError, OatWarning
+from oatdeploy.runtime.folder import check_file, read_manifest, read_verified, update_variants
+from oatdeploy.runtime.manifest import PRECISIONS, Engine, FileRef, Latency, Manifest, VariantEntry
+from oatdeploy.runtime.selection import Budget, Choice, Variant, choose, pareto_front
 
 if TYPE_CHECKING:
     from oatdeploy.runtime.backends.base import Runner
     from oatdeploy.runtime.switcher import Switcher
 
-PRECISIONS = ("fp32", "fp16", "int8")
 POWER_POLICIES = ("warn", "refuse")
 
 
@@ -50,8 +51,7 @@ class Deployment:
         self.power_policy = power_policy
         self.power_state = power_state if power_state is not None else power.power_state()
         self._here: dict[str, str] | None = None
-        self._engines: dict[str, dict[str, Any]] = {}
-        self._chosen: dict[tuple, dict[str, Any]] = {}
+        self._chosen: dict[tuple, Engine] = {}
 
     @classmethod
     def load(cls, folder: PathLike, backend: str = "ort", precision: str = "fp32", batch: int = 1,
@@ -61,15 +61,15 @@ class Deployment:
         deployment = cls(folder, read_manifest(folder), backend, precision, batch, power_policy, power_state)
         if backend == "trt":
             require_tensorrt()
-        for entry in deployment.manifest["variants"]:
+        for entry in deployment.manifest.variants:
             served = deployment.artifact(entry, backend, precision, batch, check_sha256)
             if check_sha256 and backend == "ort":
-                check_file(deployment.folder, served["path"], served["sha256"])  # engines are checked when chosen
+                check_file(deployment.folder, served.path, served.sha256)  # engines are checked when chosen
         return deployment
 
     @property
     def input_shape(self) -> tuple:
-        return tuple(self.manifest["model"]["input_shape"])
+        return tuple(self.manifest.model.input_shape)
 
     @property
     def variants(self) -> list[Variant]:
@@ -97,37 +97,35 @@ class Deployment:
         return latency_key(self.device(backend), backend or self.backend, precision or self.precision,
                            batch or self.batch)
 
-    def artifact(self, entry: dict[str, Any], backend: str, precision: str, batch: int | None = None,
-                 check_sha256: bool = True) -> dict[str, Any]:
-        """{path, sha256} of the file that serves a variant: its ONNX, its quantized ONNX, or this device's engine."""
+    def artifact(self, entry: VariantEntry, backend: str, precision: str, batch: int | None = None,
+                 check_sha256: bool = True) -> FileRef:
+        """The file that serves a variant: its ONNX, its quantized ONNX, or this device's engine."""
         if backend == "trt":
             from oatdeploy.runtime.engines import choose_engine
 
-            key = (entry["id"], precision, batch or self.batch)
+            key = (entry.id, precision, batch or self.batch)
             if key not in self._chosen:  # chosen once (and hashed then), so every listing serves the same engine
                 self._chosen[key] = choose_engine(self.folder, entry, precision, key[2], self.here(), check_sha256)
             engine = self._chosen[key]
-            self._engines[engine["path"]] = engine
-            return engine
+            return FileRef(engine.path, engine.sha256)
         if precision == "fp32":
-            return {"path": entry["onnx"], "sha256": entry["sha256"]}
-        quantized = (entry.get("quantized") or {}).get(precision)
+            return FileRef(entry.onnx, entry.sha256)
+        quantized = entry.quantized.get(precision)
         if quantized is None:
-            raise ArtifactError(f"{entry['id']} has no {precision} ONNX model; run `oatdeploy quantize {self.folder} "
+            raise ArtifactError(f"{entry.id} has no {precision} ONNX model; run `oatdeploy quantize {self.folder} "
                                 f"--precision {precision}` first")
-        return {"path": quantized["onnx"], "sha256": quantized["sha256"]}
+        return FileRef(quantized.onnx, quantized.sha256)
 
-    def latency_entry(self, entry: dict[str, Any], key: str) -> tuple:
+    def latency_entry(self, entry: VariantEntry, key: str) -> tuple[Latency | None, list[str]]:
         """(this key's profile, else the same device's profile in another power mode; what differs from now)."""
-        latency = entry.get("latency") or {}
-        if key in latency:
-            found = latency[key]
-            return found, power.differences(found.get("power"), self.power_state)
-        others = sorted(k for k in latency if without_power_mode(k) == without_power_mode(key))
+        if key in entry.latency:
+            found = entry.latency[key]
+            return found, power.differences(found.power, self.power_state)
+        others = sorted(k for k in entry.latency if without_power_mode(k) == without_power_mode(key))
         if not others:
             return None, []
-        found = latency[others[0]]
-        return found, power.differences(found.get("power"), self.power_state) or [
+        found = entry.latency[others[0]]
+        return found, power.differences(found.power, self.power_state) or [
             f"profiled as {others[0].split('|')[0]!r}, this device is {key.split('|')[0]!r}"]
 
     def variants_for(self, backend: str | None = None, precision: str | None = None,
@@ -140,19 +138,17 @@ class Deployment:
         backend, precision = backend or self.backend, precision or self.precision
         key = self.key(backend, precision, batch)
         out, reasons = [], set()
-        for e in self.manifest["variants"]:
-            measured = (e.get("precision_metrics") or {}).get(precision) if precision != "fp32" else None
-            metrics = measured or e.get("metrics") or {}
+        for e in self.manifest.variants:
+            metrics, measured_in = e.accuracy(precision)
             latency, why = self.latency_entry(e, key)
             reasons.update(why)
             served = self.artifact(e, backend, precision, batch, check_sha256)
-            out.append(Variant(id=e["id"], lam=e["lambda"], width=e["width"], clean_acc=metrics.get("clean_acc"),
-                               robust_acc=metrics.get("robust_acc"), latency_ms=latency["p50_ms"] if latency else None,
-                               path=served["path"], lam_index=e.get("lam_index"), sha256=served["sha256"],
-                               clean_ci95=interval(metrics.get("clean_ci95")),
-                               robust_ci95=interval(metrics.get("robust_ci95")),
-                               latency_spread_ms=profiling.spread(latency) if latency else None,
-                               precision=precision, accuracy_precision=precision if measured else "fp32"))
+            out.append(Variant(id=e.id, lam=e.lam, width=e.width, clean_acc=metrics.clean_acc,
+                               robust_acc=metrics.robust_acc, latency_ms=latency.p50_ms if latency else None,
+                               path=served.path, lam_index=e.lam_index, sha256=served.sha256,
+                               clean_ci95=metrics.interval("clean"), robust_ci95=metrics.interval("robust"),
+                               latency_spread_ms=latency.spread if latency else None,
+                               precision=precision, accuracy_precision=measured_in))
         if reasons:
             message = (f"the latency profile was taken under other conditions ({'; '.join(sorted(reasons))}); "
                        f"re-run `{self.profile_command(backend, precision, batch)}` in this mode")
@@ -173,35 +169,35 @@ class Deployment:
                     batch: int | None = None) -> bool:
         return any(v.latency_ms is not None for v in self.variants_for(backend, precision, batch))
 
-    def choose(self, max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-               min_clean_acc: float | None = None, objective: str = "clean", backend: str | None = None,
-               precision: str | None = None, batch: int | None = None, strict: bool = False) -> Choice:
-        """The budget's variant and why (`selection.Choice`), noting which precision its SA/RA were measured in."""
-        check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective, strict)
+    def choose(self, budget: Budget | None = None, backend: str | None = None, precision: str | None = None,
+               batch: int | None = None, **limits: Any) -> Choice:
+        """The budget's variant and why (`selection.Choice`), noting which precision its SA/RA were measured in.
+
+        The budget is a `Budget`, or its fields as keywords (`max_latency_ms=4.0, min_robust_acc=0.5`).
+        """
+        budget = Budget.of(budget, **limits)
         backend, precision = backend or self.backend, precision or self.precision
         variants = self.variants_for(backend, precision, batch)
-        if max_latency_ms is not None and all(v.latency_ms is None for v in variants):
+        if budget.max_latency_ms is not None and all(v.latency_ms is None for v in variants):
             raise OatError(f"no latency profile for this device ({self.key(backend, precision, batch)}); run "
                            f"`{self.profile_command(backend, precision, batch)}` first")
-        choice = choose(variants, max_latency_ms, min_robust_acc, min_clean_acc, objective, strict)
+        choice = choose(variants, budget)
         return replace(choice, notes=(self.accuracy_note(choice.variant, backend),))
 
-    def select(self, max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-               min_clean_acc: float | None = None, objective: str = "clean", backend: str | None = None,
-               precision: str | None = None, batch: int | None = None, strict: bool = False) -> Variant:
+    def select(self, budget: Budget | None = None, backend: str | None = None, precision: str | None = None,
+               batch: int | None = None, **limits: Any) -> Variant:
         """The budget's variant (see `choose` for why it is that one)."""
-        return self.choose(max_latency_ms, min_robust_acc, min_clean_acc, objective, backend, precision, batch,
-                           strict).variant
+        return self.choose(budget, backend, precision, batch, **limits).variant
 
     def accuracy_note(self, v: Variant, backend: str) -> str:
         """Which precision a variant's SA/RA are of, where they come from, and how to get the served one's."""
-        entry = next(e for e in self.manifest["variants"] if e["id"] == v.id)
+        entry = self.manifest.variant(v.id)
         if v.accuracy_precision == v.precision and v.precision != "fp32":
-            m = entry["precision_metrics"][v.precision]
-            return (f"SA/RA: {v.precision}, as `oatdeploy verify` measured what runs ({m.get('source')}, "
-                    f"{m.get('samples')} images; RA on examples crafted on fp32)")
-        m = entry.get("metrics") or {}
-        source = f"{m.get('attack') or 'attack n/a'} on {m.get('samples')} images" if m.get("samples") else "n/a"
+            m = entry.precision_metrics[v.precision]
+            return (f"SA/RA: {v.precision}, as `oatdeploy verify` measured what runs ({m.source}, "
+                    f"{m.samples} images; RA on examples crafted on fp32)")
+        m = entry.metrics
+        source = f"{m.attack or 'attack n/a'} on {m.samples} images" if m.samples else "n/a"
         if v.precision == "fp32":
             return f"SA/RA: fp32 ({source})"
         return (f"SA/RA: fp32 numbers ({source}), not measured in {v.precision}; "
@@ -212,11 +208,9 @@ class Deployment:
 
     def sample_input(self, batch: int) -> np.ndarray:
         """Real test images saved at export time, tiled to the batch size (timings on real data)."""
-        import io
-
-        clean = (self.manifest.get("verification") or {}).get("clean")
+        clean = self.manifest.verification.get("clean")
         if clean:
-            data = read_verified(self.folder, clean["path"], clean["sha256"])
+            data = read_verified(self.folder, clean.path, clean.sha256)
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 x = npz["x"].astype(np.float32)
         else:
@@ -230,11 +224,12 @@ class Deployment:
             raise ArtifactError(f"{variant.id} has no recorded sha256; re-export the deployment")
         data = read_verified(self.folder, variant.path, variant.sha256)
         if variant.lam_index is not None:
-            options.setdefault("lam_count", len(self.manifest["model"]["lambdas"]))
-        return get_runner(backend, data, variant.path, self._engines.get(variant.path), **options)
+            options.setdefault("lam_count", len(self.manifest.model.lambdas))
+        return get_runner(backend, data, variant.path, variant.precision, **options)
 
     def profile(self, backend: str | None = None, batches: Iterable[int] = (1,), precision: str | None = None,
-                progress: bool = False, rounds: int = profiling.ROUNDS, **measure_opts: Any) -> list[dict[str, Any]]:
+                progress: bool = False, rounds: int = profiling.ROUNDS,
+                **measure_opts: Any) -> list[profiling.Measured]:
         """Time every variant at each batch size, round-robin over `rounds` rounds (runtime/profile.py); save
         p50/p95, each round's median (and the power state) under this device's key; warn when it is noisy."""
         backend, precision = backend or self.backend, precision or self.precision
@@ -253,41 +248,40 @@ class Deployment:
         finally:
             for r in runners.values():
                 r.close()
-        rows = [{"id": v.id, "key": self.key(backend, precision, b), "backend": backend, "batch": b,
-                 "precision": precision, **s} for (b, v), s in zip(todo, stats)]
+        rows = [profiling.Measured(v.id, self.key(backend, precision, b),
+                                   replace(s, backend=backend, batch=b, precision=precision))
+                for (b, v), s in zip(todo, stats)]
         self.save_latency(rows)
         warning = profiling.noisy(rows)
         if warning:
             warnings.warn(warning, OatWarning, stacklevel=2)
         return rows
 
-    def save_latency(self, rows: list[dict[str, Any]]) -> None:
+    def save_latency(self, rows: list[profiling.Measured]) -> None:
         """Store measurements (and the power state) under their keys, beside other devices' profiles."""
-        state = self.power_state
+        by_id: dict[str, list[profiling.Measured]] = {}
+        for r in rows:
+            by_id.setdefault(r.id, []).append(r)
 
-        def edit(v: dict[str, Any]) -> None:
-            for r in rows:
-                if r["id"] == v["id"]:
-                    saved = {k: r[k] for k in ("backend", "batch", "precision", "p50_ms", "p95_ms", "runs",
-                                               "round_p50_ms")}
-                    if state is not None:
-                        saved["power"] = state
-                    v.setdefault("latency", {})[r["key"]] = saved
+        def edit(v: VariantEntry) -> None:
+            for r in by_id.get(v.id, []):
+                v.latency[r.key] = replace(r.latency, power=self.power_state)
 
         self.manifest = update_variants(self.folder, edit)
 
-    def switcher(self, backend: str | None = None, precision: str | None = None, **options: Any) -> Switcher:
-        """Serve this deployment: every variant preloaded (or `max_loaded` of them), budget via **options."""
+    def switcher(self, backend: str | None = None, precision: str | None = None, budget: Budget | None = None,
+                 batch: int | None = None, max_loaded: int | None = None, window: int = 50, history: int = 0,
+                 runner_options: dict[str, Any] | None = None, **limits: Any) -> Switcher:
+        """Serve this deployment: every variant preloaded (or `max_loaded` of them), under `budget` (a `Budget`,
+        or its fields as keywords); `runner_options` go to each runner (`{"threads": 2}`, `{"contexts": 1}`)."""
         from oatdeploy.runtime.switcher import Switcher
 
-        if (backend or self.backend) == "trt":
+        backend, precision = backend or self.backend, precision or self.precision
+        if backend == "trt":
             require_tensorrt()
-        return Switcher(self, backend or self.backend, precision or self.precision, **options)
-
-
-def interval(value: Any) -> tuple[float, float] | None:
-    """A manifest's [low, high] as a tuple (Variant is frozen and hashable)."""
-    return (float(value[0]), float(value[1])) if value else None
+        options = runner_options or {}
+        return Switcher(self.variants_for(backend, precision, batch), lambda v: self.runner(v, backend, **options),
+                        Budget.of(budget, **limits), max_loaded=max_loaded, window=window, history=history)
 
 
 def check_backend(backend: str) -> str:

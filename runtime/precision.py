@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from oatdeploy.atomic import PathLike
-from oatdeploy.errors import ArtifactError, OatError
+from oatdeploy.runtime.atomic import PathLike
+from oatdeploy.runtime.backends import BACKENDS
 from oatdeploy.runtime.backends.base import Runner
 from oatdeploy.runtime.deployment import Deployment
-from oatdeploy.runtime.manifest import read_verified, update_variants
+from oatdeploy.runtime.errors import ArtifactError, OatError
+from oatdeploy.runtime.folder import read_verified, update_variants
+from oatdeploy.runtime.manifest import REDUCED, FileRef, Fp32Reference, PrecisionMetrics, VariantEntry
 from oatdeploy.runtime.stats import wilson_interval
-
-PRECISIONS = ("fp16", "int8")
-BACKENDS = ("ort", "trt")
 
 
 def accuracy(runner: Runner, x: np.ndarray, y: np.ndarray, lam_index: int | None, batch: int) -> float:
@@ -36,21 +35,21 @@ def accuracy(runner: Runner, x: np.ndarray, y: np.ndarray, lam_index: int | None
     return correct / len(x)
 
 
-def load_npz(deploy_dir: Path, entry: dict[str, Any] | None, keys: tuple[str, str],
-             what: str) -> tuple[np.ndarray, ...]:
+def load_npz(deploy_dir: Path, entry: FileRef | None, keys: tuple[str, str], what: str) -> tuple[np.ndarray, ...]:
     """Saved images and labels, hashed as read and parsed from those bytes (no pickles)."""
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no {what}; re-export with `oatdeploy export`")
-    data = read_verified(deploy_dir, entry["path"], entry["sha256"])
+    data = read_verified(deploy_dir, entry.path, entry.sha256)
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return tuple(np.asarray(npz[k], dtype=np.float32 if k.startswith("x") else np.int64) for k in keys)
 
 
 def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
-                     progress: bool = True) -> list[dict[str, Any]]:
-    """Measure and record SA/RA at `precision`; returns one row per variant with the fp32 reference beside it."""
-    if precision not in PRECISIONS:
-        raise OatError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+                     progress: bool = True) -> list[tuple[str, PrecisionMetrics]]:
+    """Measure and record SA/RA at `precision`; returns each variant's id and its measurement (the fp32 reference
+    inside)."""
+    if precision not in REDUCED:
+        raise OatError(f"--precision must be one of {', '.join(REDUCED)}, got {precision!r}")
     if backend not in BACKENDS:
         raise OatError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     deploy_dir = Path(deploy_dir)
@@ -58,13 +57,13 @@ def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
     low_dep = Deployment.load(deploy_dir, backend=backend, precision=precision)
     ref_dep = Deployment(deploy_dir, low_dep.manifest, "ort", "fp32", power_state=low_dep.power_state)
     manifest = low_dep.manifest
-    x_clean, y_clean = load_npz(deploy_dir, (manifest.get("verification") or {}).get("clean"), ("x", "y"),
+    x_clean, y_clean = load_npz(deploy_dir, manifest.verification.get("clean"), ("x", "y"),
                                 "clean verification images")
-    threat = manifest.get("threat_model") or {}
-    attack = f"{threat.get('attack', 'pgd')}-{threat.get('steps', '?')} crafted on fp32 (transfer)"
+    threat = manifest.threat_model
+    attack = f"{threat.attack or 'pgd'}-{threat.steps if threat.steps is not None else '?'} crafted on fp32 (transfer)"
     source = f"{backend}-{precision}"
     runners: dict[tuple[str, str], Runner] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[str, PrecisionMetrics]] = []
     from tqdm import tqdm
 
     def runner(dep: Deployment, v: Any) -> Runner:
@@ -73,22 +72,21 @@ def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
             runners[dep.backend, v.path] = dep.runner(v, **options)
         return runners[dep.backend, v.path]
 
-    plan = list(zip(manifest["variants"], low_dep.variants_for(), ref_dep.variants_for()))
+    plan = list(zip(manifest.variants, low_dep.variants_for(), ref_dep.variants_for()))
     try:
         for entry, low_v, ref_v in tqdm(plan, desc=f"verify ({source})", unit="variant", disable=not progress):
-            x_adv, y_adv = load_npz(deploy_dir, entry.get("adv_examples"), ("x_adv", "y"),
-                                    f"adversarial examples for {entry['id']}")
-            li = entry.get("lam_index")
+            x_adv, y_adv = load_npz(deploy_dir, entry.adv_examples, ("x_adv", "y"),
+                                    f"adversarial examples for {entry.id}")
+            li = entry.lam_index
             low, ref = runner(low_dep, low_v), runner(ref_dep, ref_v)
             batch = low.spec.max_batch or 256
             sa, ra = accuracy(low, x_clean, y_clean, li, batch), accuracy(low, x_adv, y_adv, li, batch)
-            row = {"id": entry["id"], "clean_acc": sa, "robust_acc": ra, "source": source,
-                   "clean_ci95": list(wilson_interval(round(sa * len(x_clean)), len(x_clean))),
-                   "robust_ci95": list(wilson_interval(round(ra * len(x_adv)), len(x_adv))),
-                   "samples": len(x_clean), "attack": attack, "artifact": low_v.path,
-                   "fp32": {"clean_acc": accuracy(ref, x_clean, y_clean, li, 256),
-                            "robust_acc": accuracy(ref, x_adv, y_adv, li, 256), "source": "ort-fp32"}}
-            rows.append(row)
+            fp32 = Fp32Reference(accuracy(ref, x_clean, y_clean, li, 256), accuracy(ref, x_adv, y_adv, li, 256),
+                                 "ort-fp32")
+            rows.append((entry.id, PrecisionMetrics(
+                sa, ra, list(wilson_interval(round(sa * len(x_clean)), len(x_clean))),
+                list(wilson_interval(round(ra * len(x_adv)), len(x_adv))), len(x_clean), attack, source=source,
+                fp32=fp32)))
     finally:
         for r in runners.values():
             r.close()
@@ -96,31 +94,29 @@ def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
     return rows
 
 
-def record(deploy_dir: Path, precision: str, rows: list[dict[str, Any]]) -> None:
+def record(deploy_dir: Path, precision: str, rows: list[tuple[str, PrecisionMetrics]]) -> None:
     """Write each variant's measured SA/RA under `precision_metrics[precision]`."""
-    by_id = {r["id"]: r for r in rows}
+    by_id = dict(rows)
 
-    def edit(v: dict[str, Any]) -> None:
-        r = by_id.get(v["id"])
-        if r:
-            v.setdefault("precision_metrics", {})[precision] = {
-                k: r[k] for k in ("clean_acc", "robust_acc", "clean_ci95", "robust_ci95", "source", "samples", "attack",
-                                  "fp32")}
+    def edit(v: VariantEntry) -> None:
+        if v.id in by_id:
+            v.precision_metrics[precision] = by_id[v.id]
 
     update_variants(deploy_dir, edit)
 
 
-def format_table(rows: list[dict[str, Any]], precision: str) -> str:
+def format_table(rows: list[tuple[str, PrecisionMetrics]], precision: str) -> str:
     """fp32 vs `precision` SA/RA per variant, with the change in points."""
     head = (f"{'variant':<14} {'SA fp32':>8} {'SA ' + precision:>8} {'ΔSA':>6} "
             f"{'RA fp32':>8} {'RA ' + precision:>8} {'ΔRA':>6}")
     lines = [head, "-" * len(head)]
-    for r in rows:
-        f = r["fp32"]
-        lines.append(f"{r['id']:<14} {f['clean_acc']:>8.3f} {r['clean_acc']:>8.3f} "
-                     f"{100 * (r['clean_acc'] - f['clean_acc']):>+6.1f} {f['robust_acc']:>8.3f} "
-                     f"{r['robust_acc']:>8.3f} {100 * (r['robust_acc'] - f['robust_acc']):>+6.1f}")
-    samples = rows[0]["samples"] if rows else 0
-    lines.append(f"{samples} images; RA on {rows[0]['attack'] if rows else 'n/a'}; Δ in points; source "
-                 f"{rows[0]['source'] if rows else 'n/a'}")
+    for vid, m in rows:
+        f = m.fp32 or Fp32Reference()
+        sa, ra, fsa, fra = (float("nan") if v is None else v for v in (m.clean_acc, m.robust_acc, f.clean_acc,
+                                                                       f.robust_acc))
+        lines.append(f"{vid:<14} {fsa:>8.3f} {sa:>8.3f} {100 * (sa - fsa):>+6.1f} {fra:>8.3f} {ra:>8.3f} "
+                     f"{100 * (ra - fra):>+6.1f}")
+    first = rows[0][1] if rows else PrecisionMetrics(None, None)
+    lines.append(f"{first.samples or 0} images; RA on {first.attack or 'n/a'}; Δ in points; source "
+                 f"{first.source or 'n/a'}")
     return "\n".join(lines)

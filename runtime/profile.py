@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from oatdeploy.runtime.backends.base import Runner
+from oatdeploy.runtime.manifest import Latency
 
 ROUNDS = 5
 NOISY = 0.25  # a spread between rounds above this fraction of the p50 is reported
 Job = Tuple[Runner, np.ndarray, Optional[int]]  # a runner, its input, its λ index
+
+
+class Measured(NamedTuple):
+    """One variant's profile at one batch size, and the device key it is stored under."""
+
+    id: str
+    key: str
+    latency: Latency
 
 
 def timed_runs(runner: Runner, x: np.ndarray, lam_index: int | None, min_runs: int, min_seconds: float,
@@ -34,15 +43,15 @@ def timed_runs(runner: Runner, x: np.ndarray, lam_index: int | None, min_runs: i
     return times
 
 
-def summary(rounds: Sequence[Sequence[float]]) -> dict[str, Any]:
+def summary(rounds: Sequence[Sequence[float]]) -> Latency:
     """p50/p95 over every run, and each round's median (the spread between them is the noise)."""
     pooled = np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds])
-    return {"p50_ms": float(np.percentile(pooled, 50)), "p95_ms": float(np.percentile(pooled, 95)),
-            "runs": int(pooled.size), "round_p50_ms": [float(np.median(r)) for r in rounds]}
+    return Latency(p50_ms=float(np.percentile(pooled, 50)), p95_ms=float(np.percentile(pooled, 95)),
+                   runs=int(pooled.size), round_p50_ms=[float(np.median(r)) for r in rounds])
 
 
 def measure(runner: Runner, x: np.ndarray, lam_index: int | None = None, warmup: int = 10, min_runs: int = 50,
-            min_seconds: float = 0.5, max_runs: int = 2000) -> dict[str, Any]:
+            min_seconds: float = 0.5, max_runs: int = 2000) -> Latency:
     """One runner on its own: p50/p95 in milliseconds over at least `min_runs` runs and `min_seconds`."""
     for _ in range(warmup):
         runner.infer(x, lam_index)
@@ -50,7 +59,7 @@ def measure(runner: Runner, x: np.ndarray, lam_index: int | None = None, warmup:
 
 
 def interleaved(jobs: Sequence[Job], rounds: int = ROUNDS, warmup: int = 10, min_runs: int = 50,
-                min_seconds: float = 0.5, max_runs: int = 2000, progress: bool = False) -> list[dict[str, Any]]:
+                min_seconds: float = 0.5, max_runs: int = 2000, progress: bool = False) -> list[Latency]:
     """Time every job in every round, round-robin (each round starting one job later), so slow drift and
     bursts of other work land on all of them; `min_runs`, `min_seconds` and `max_runs` are per job, split
     over the rounds. One summary per job, in order."""
@@ -73,21 +82,42 @@ def interleaved(jobs: Sequence[Job], rounds: int = ROUNDS, warmup: int = 10, min
     return [summary(t) for t in times]
 
 
-def spread(entry: dict[str, Any]) -> tuple[float, float] | None:
-    """(lowest, highest) round median of a profile entry; None for a single round or an older profile."""
-    medians = entry.get("round_p50_ms") or []
-    return (min(medians), max(medians)) if len(medians) > 1 else None
+def is_noisy(latency: Latency) -> bool:
+    spread = latency.spread
+    return spread is not None and spread[1] - spread[0] > NOISY * latency.p50_ms
 
 
-def noisy(rows: Sequence[dict[str, Any]]) -> str | None:
+def noisy(rows: Sequence[Measured]) -> str | None:
     """A warning when some variant's round medians spread by more than NOISY of its p50, else None."""
-    spreads = [(r, spread(r)) for r in rows]
-    bad = [(r, s) for r, s in spreads if s is not None and (s[1] - s[0]) > NOISY * r["p50_ms"]]
+    bad = [r for r in rows if is_noisy(r.latency)]
     if not bad:
         return None
-    row, (lo, hi) = max(bad, key=lambda rs: (rs[1][1] - rs[1][0]) / rs[0]["p50_ms"])
+
+    def width(r: Measured) -> float:
+        lo, hi = r.latency.spread or (0.0, 0.0)
+        return (hi - lo) / r.latency.p50_ms
+
+    row = max(bad, key=width)
+    lo, hi = row.latency.spread or (0.0, 0.0)
     return (f"latency is noisy here: {len(bad)} of {len(rows)} profiles moved by more than {NOISY:.0%} of their p50 "
-            f"between rounds (worst: {row['id']} at batch {row['batch']}, round medians {lo:.3f}-{hi:.3f} ms, p50 "
-            f"{row['p50_ms']:.3f} ms); select treats latencies within that spread as tied. For steadier numbers stop "
-            "other work on this machine (on a Jetson pin the clocks: sudo jetson_clocks) and profile again, with "
+            f"between rounds (worst: {row.id} at batch {row.latency.batch}, round medians {lo:.3f}-{hi:.3f} ms, p50 "
+            f"{row.latency.p50_ms:.3f} ms); select treats latencies within that spread as tied. For steadier numbers "
+            "stop other work on this machine (on a Jetson pin the clocks: sudo jetson_clocks) and profile again, with "
             "more --rounds")
+
+
+def format_profile(rows: Sequence[Measured]) -> str:
+    """One line per (variant, batch): p50, the lowest-highest round median (the noise), p95, how many runs."""
+    head = (f"{'variant':<14} {'batch':>5} {'p50 ms':>8} {'rounds p50 ms':>17} {'spread':>7} {'p95 ms':>8} "
+            f"{'runs':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lat, s = r.latency, r.latency.spread
+        between = "n/a" if s is None else f"{s[0]:.3f}-{s[1]:.3f}"
+        width = "n/a" if s is None else f"{(s[1] - s[0]) / lat.p50_ms:.0%}"
+        flag = " !" if is_noisy(lat) else ""
+        lines.append(f"{r.id:<14} {lat.batch:>5} {lat.p50_ms:>8.3f} {between:>17} {width:>7} "
+                     f"{lat.p95_ms:>8.3f} {lat.runs:>6}{flag}")
+    lines.append("rounds p50: the lowest and highest median of the profiling rounds; spread: their gap over the "
+                 f"p50 (! above {NOISY:.0%}); select treats p50s within the spread as tied")
+    return "\n".join(lines)

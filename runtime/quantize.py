@@ -4,7 +4,7 @@ The int8 model is symmetric int8 activations and per-channel int8 weights in Q/D
 calib.npz: ONNX Runtime serves it anywhere, and TensorRT ≥ 10 compiles this same graph into the int8
 engine (explicit quantization), so what `verify` measured is what the engine computes. Outputs go to
 DEPLOY/quantized/<graph stem>-<precision>-<sha12>.onnx, each written under a new name and recorded per
-variant as `quantized[precision] = {onnx, sha256}` before the one it replaces is deleted. Torch-free.
+variant (its `quantized[precision]`) before the one it replaces is deleted. Torch-free.
 """
 
 from __future__ import annotations
@@ -15,27 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from oatdeploy.atomic import PathLike
-from oatdeploy.errors import OatError
 from oatdeploy.runtime.artifacts import build_lock, sweep, write_artifact
+from oatdeploy.runtime.atomic import PathLike
 from oatdeploy.runtime.calibration import OrtCalibrationReader, load_calibration
-from oatdeploy.runtime.manifest import Manifest, read_manifest, read_verified, update_variants
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.folder import read_manifest, read_verified, update_variants
+from oatdeploy.runtime.manifest import REDUCED, Manifest, Quantized, VariantEntry
 
-PRECISIONS = ("int8", "fp16")
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the compute; per-λ tables (Gather) and adds stay float
-
-
-def graphs(manifest: Manifest) -> dict[str, list[dict[str, Any]]]:
-    """Each distinct ONNX path → the variants it serves, in manifest order (shared graphs serve every λ)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for v in manifest["variants"]:
-        out.setdefault(v["onnx"], []).append(v)
-    return out
-
-
-def lam_count(manifest: Manifest, variants: list[dict[str, Any]]) -> int | None:
-    """How many λ a shared graph takes as its index input; None for a folded graph."""
-    return len(manifest["model"]["lambdas"]) if "lam_index" in variants[0] else None
 
 
 @contextlib.contextmanager
@@ -89,10 +76,10 @@ def quantize_fp16(src: Path, dst: Path) -> None:
 
 def quantize_deployment(deploy_dir: PathLike, precision: str = "int8", calib_size: int = 512,
                         calib_batch: int = 32, calib_data: PathLike | None = None,
-                        progress: bool = True) -> list[dict[str, Any]]:
-    """Quantize every distinct graph of a deployment; returns one {onnx, sha256, variants} row per graph."""
-    if precision not in PRECISIONS:
-        raise OatError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+                        progress: bool = True) -> list[tuple[Quantized, list[str]]]:
+    """Quantize every distinct graph of a deployment; returns each quantized graph with the variants it serves."""
+    if precision not in REDUCED:
+        raise OatError(f"--precision must be one of {', '.join(REDUCED)}, got {precision!r}")
     deploy_dir = Path(deploy_dir)
     manifest = read_manifest(deploy_dir)
     calib = None
@@ -102,30 +89,30 @@ def quantize_deployment(deploy_dir: PathLike, precision: str = "int8", calib_siz
     from tqdm import tqdm
 
     with build_lock(deploy_dir), tempfile.TemporaryDirectory(prefix="oatdeploy-quantize-") as scratch:
-        for onnx_rel, variants in tqdm(graphs(manifest).items(), desc=f"quantize ({precision})", unit="graph",
+        for onnx_rel, variants in tqdm(manifest.graphs().items(), desc=f"quantize ({precision})", unit="graph",
                                        disable=not progress):
             src = Path(scratch) / "source.onnx"  # the verified bytes, not whatever the folder holds later
-            src.write_bytes(read_verified(deploy_dir, onnx_rel, variants[0]["sha256"]))
+            src.write_bytes(read_verified(deploy_dir, onnx_rel, variants[0].sha256))
             stem = f"{Path(onnx_rel).stem}-{precision}"
             if calib is not None:
-                reader = OrtCalibrationReader(calib, min(calib_batch, len(calib)), lam_count(manifest, variants))
-                entry = write_artifact(deploy_dir, "quantized", stem, ".onnx",
-                                       lambda tmp, src=src, reader=reader: quantize_int8(src, tmp, reader))
+                reader = OrtCalibrationReader(calib, min(calib_batch, len(calib)), manifest.lam_count(variants))
+                ref = write_artifact(deploy_dir, "quantized", stem, ".onnx",
+                                     lambda tmp, src=src, reader=reader: quantize_int8(src, tmp, reader))
             else:
-                entry = write_artifact(deploy_dir, "quantized", stem, ".onnx",
-                                       lambda tmp, src=src: quantize_fp16(src, tmp))
-            row = {"onnx": entry["path"], "sha256": entry["sha256"], "variants": [v["id"] for v in variants]}
-            manifest = record(deploy_dir, precision, row)
+                ref = write_artifact(deploy_dir, "quantized", stem, ".onnx",
+                                     lambda tmp, src=src: quantize_fp16(src, tmp))
+            row = (Quantized(ref.path, ref.sha256), [v.id for v in variants])
+            manifest = record(deploy_dir, precision, *row)
             rows.append(row)
         sweep(deploy_dir, manifest)
     return rows
 
 
-def record(deploy_dir: Path, precision: str, row: dict[str, Any]) -> Manifest:
+def record(deploy_dir: Path, precision: str, graph: Quantized, served: list[str]) -> Manifest:
     """Record one quantized graph in the variants it serves (replacing that precision's previous graph)."""
-    def edit(v: dict[str, Any]) -> None:
-        if v["id"] in row["variants"]:
-            v.setdefault("quantized", {})[precision] = {"onnx": row["onnx"], "sha256": row["sha256"]}
+    def edit(v: VariantEntry) -> None:
+        if v.id in served:
+            v.quantized[precision] = graph
 
     return update_variants(deploy_dir, edit)
 

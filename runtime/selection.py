@@ -10,10 +10,10 @@ whose profiling spreads overlap the fastest one's, and the most robust of what i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Sequence
 
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.stats import intervals_overlap
 
 OBJECTIVES = ("clean", "robust")
@@ -64,23 +64,22 @@ class Variant:
 LIMITS = {"latency": "max_latency_ms", "robust accuracy": "min_robust_acc", "clean accuracy": "min_clean_acc"}
 
 
-def _violations(v: Variant, max_latency_ms: float | None, min_robust_acc: float | None,
-                min_clean_acc: float | None) -> dict[str, float]:
+def _violations(v: Variant, budget: Budget) -> dict[str, float]:
     """How far a variant is from each given constraint (0 when met; latency relative, accuracy absolute)."""
     gaps: dict[str, float] = {}
-    if max_latency_ms is not None:
-        gaps["latency"] = max(0.0, _latency(v) - max_latency_ms) / max(max_latency_ms, 1e-9)
-    if min_robust_acc is not None:
-        gaps["robust accuracy"] = max(0.0, min_robust_acc - (v.robust_acc if v.robust_acc is not None else -1))
-    if min_clean_acc is not None:
-        gaps["clean accuracy"] = max(0.0, min_clean_acc - (v.clean_acc if v.clean_acc is not None else -1))
+    if budget.max_latency_ms is not None:
+        gaps["latency"] = max(0.0, _latency(v) - budget.max_latency_ms) / max(budget.max_latency_ms, 1e-9)
+    if budget.min_robust_acc is not None:
+        gaps["robust accuracy"] = max(0.0, budget.min_robust_acc - (v.robust_acc if v.robust_acc is not None else -1))
+    if budget.min_clean_acc is not None:
+        gaps["clean accuracy"] = max(0.0, budget.min_clean_acc - (v.clean_acc if v.clean_acc is not None else -1))
     return gaps
 
 
-def _infeasible(variants: Sequence[Variant], budget: dict[str, float | None]) -> NoFeasibleVariant:
+def _infeasible(variants: Sequence[Variant], budget: Budget) -> NoFeasibleVariant:
     """Name what binds: a constraint no variant meets even alone, else those the closest variant misses."""
-    asked = ", ".join(f"{k}={v:g}" for k, v in budget.items() if v is not None)
-    gaps = [_violations(v, *budget.values()) for v in variants]
+    asked = ", ".join(f"{k}={v:g}" for k, v in budget.limits.items() if v is not None)
+    gaps = [_violations(v, budget) for v in variants]
     alone = [name for name in gaps[0] if all(g[name] > 0 for g in gaps)]
     if alone:
         name = alone[0]
@@ -94,23 +93,57 @@ def _infeasible(variants: Sequence[Variant], budget: dict[str, float | None]) ->
                              f"the closest is {closest.describe()}; relax the budget")
 
 
-def check_budget(max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-                 min_clean_acc: float | None = None, objective: str = "clean",
-                 strict: bool = False) -> dict[str, float | None]:
-    """The limits as numbers, or one OatError: a NaN or infinite limit would silently admit or exclude everything."""
-    if objective not in OBJECTIVES:
-        raise OatError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if not isinstance(strict, bool):
-        raise OatError(f"strict must be True or False, got {strict!r}")
-    budget = {"max_latency_ms": max_latency_ms, "min_robust_acc": min_robust_acc, "min_clean_acc": min_clean_acc}
-    for name, value in budget.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise OatError(f"{name} must be a finite number, got {value!r}")
-        if name == "max_latency_ms" and value <= 0:
-            raise OatError(f"max_latency_ms must be above 0, got {value!r}")
-    return budget
+@dataclass(frozen=True)
+class Budget:
+    """What the served variant must meet (limits on point estimates) and what it maximises within them.
+
+    Checked once, when made: a NaN or infinite limit would silently admit or exclude everything.
+    """
+
+    max_latency_ms: float | None = None
+    min_robust_acc: float | None = None
+    min_clean_acc: float | None = None
+    objective: str = "clean"  # the accuracy maximised within the limits: clean (SA) or robust (RA)
+    strict: bool = False  # compare point estimates only (no ties within the noise)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise OatError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not isinstance(self.strict, bool):
+            raise OatError(f"strict must be True or False, got {self.strict!r}")
+        for name, value in self.limits.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise OatError(f"{name} must be a finite number, got {value!r}")
+            if name == "max_latency_ms" and value <= 0:
+                raise OatError(f"max_latency_ms must be above 0, got {value!r}")
+
+    @classmethod
+    def of(cls, budget: Budget | None = None, **changes: Any) -> Budget:
+        """`budget` (or no limits) with `changes` applied: how the API's keyword arguments become a Budget."""
+        base = budget if budget is not None else cls()
+        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown budget fields {unknown}; use {[f.name for f in fields(cls)]}")
+        return replace(base, **changes) if changes else base
+
+    @property
+    def limits(self) -> dict[str, float | None]:
+        return {"max_latency_ms": self.max_latency_ms, "min_robust_acc": self.min_robust_acc,
+                "min_clean_acc": self.min_clean_acc}
+
+    @property
+    def constrained(self) -> bool:
+        """Whether any limit is set (without one, every variant is feasible)."""
+        return any(v is not None for v in self.limits.values())
+
+    def text(self) -> str:
+        """`p50 ≤ 0.229 ms, RA ≥ 0.297`, or `no limits`."""
+        limits = [f"{label} {op} {value:.3g}{unit}" for value, label, op, unit in
+                  ((self.max_latency_ms, "p50", "≤", " ms"), (self.min_robust_acc, "RA", "≥", ""),
+                   (self.min_clean_acc, "SA", "≥", "")) if value is not None]
+        return ", ".join(limits) or "no limits"
 
 
 def _accuracy(v: Variant, objective: str) -> float:
@@ -145,9 +178,7 @@ class Choice:
     tied with it on accuracy and then on latency, and notes the caller adds (which precision SA/RA are of)."""
 
     variant: Variant
-    objective: str
-    strict: bool
-    budget: dict[str, float | None]
+    budget: Budget
     feasible: tuple[Variant, ...]
     best: Variant
     accuracy_tied: tuple[Variant, ...]
@@ -156,18 +187,18 @@ class Choice:
 
     def reasons(self) -> list[str]:
         """How the choice was made, in words: the budget, the comparison rule and what it did."""
-        name = "SA" if self.objective == "clean" else "RA"
-        limits = [f"{label} {op} {self.budget[key]:.3g}" for key, label, op in
-                  (("max_latency_ms", "p50", "<="), ("min_robust_acc", "RA", ">="), ("min_clean_acc", "SA", ">="))
-                  if self.budget.get(key) is not None]
+        name = "SA" if self.budget.objective == "clean" else "RA"
+        limits = [f"{label} {op} {value:.3g}" for value, label, op in
+                  ((self.budget.max_latency_ms, "p50", "<="), (self.budget.min_robust_acc, "RA", ">="),
+                   (self.budget.min_clean_acc, "SA", ">=")) if value is not None]
         count = f"{len(self.feasible)} variant{'s meet' if len(self.feasible) > 1 else ' meets'} it"
         lines = [f"budget: {', '.join(limits)}, on point estimates; {count}" if limits
                  else f"no budget: all {len(self.feasible)} variants compared"]
         others = [v.id for v in self.accuracy_tied if v.id != self.best.id]
-        interval = self.best.clean_ci95 if self.objective == "clean" else self.best.robust_ci95
+        interval = self.best.clean_ci95 if self.budget.objective == "clean" else self.best.robust_ci95
         if len(self.feasible) == 1:
             lines.append(f"{self.best.id} is the only variant within the budget")
-        elif self.strict:
+        elif self.budget.strict:
             lines.append(f"strict: the highest {name} point estimate wins, ties to the lower p50")
         elif interval is None:
             lines.append(f"{self.best.id} has the best {name} point estimate (the manifest records no 95 % "
@@ -181,7 +212,7 @@ class Choice:
                          "(overlapping intervals count as tied; --strict compares point estimates)")
         fastest = min(self.latency_tied, key=_latency)
         others = [v.id for v in self.latency_tied if v.id != fastest.id]
-        if others and not self.strict:
+        if others and not self.budget.strict:
             lines.append(f"tie: p50 of {', '.join(others)} is within the spread between profiling rounds of the "
                          f"fastest, {fastest.id}, so the more robust wins")
         return lines + list(self.notes)
@@ -191,22 +222,22 @@ class Choice:
         return "\n".join([self.variant.describe(), *(f"  {line}" for line in self.reasons())])
 
 
-def choose(variants: Sequence[Variant], max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-           min_clean_acc: float | None = None, objective: str = "clean", strict: bool = False) -> Choice:
-    """The best variant within the budget, and why (`Choice`).
+def choose(variants: Sequence[Variant], budget: Budget | None = None, **limits: Any) -> Choice:
+    """The best variant within the budget (a `Budget`, or its fields as keywords), and why (`Choice`).
 
     Among variants meeting every limit (point estimates): those whose objective accuracy ties with the best
     one's (overlapping 95 % intervals, or equal), of those the ones whose p50 ties with the fastest's (round
     medians' ranges overlap, or equal), and of those the most robust. `strict` ties only equal values.
     """
-    budget = check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective, strict)
+    budget = Budget.of(budget, **limits)
+    objective, strict = budget.objective, budget.strict
     if not variants:
         raise NoFeasibleVariant("the deployment has no variants")
-    if max_latency_ms is not None and all(v.latency_ms is None for v in variants):
+    if budget.max_latency_ms is not None and all(v.latency_ms is None for v in variants):
         raise OatError("a latency budget needs a latency profile for this device; run `oatdeploy profile DEPLOY`")
     if all((v.clean_acc if objective == "clean" else v.robust_acc) is None for v in variants):
         raise OatError("the manifest has no accuracy metrics; export after `oatdeploy eval` or with --evaluate")
-    feasible = [v for v in variants if not any(_violations(v, *budget.values()).values())]
+    feasible = [v for v in variants if not any(_violations(v, budget).values())]
     if not feasible:
         raise _infeasible(variants, budget)
     best = max(feasible, key=lambda v: (_accuracy(v, objective), -_latency(v)))
@@ -214,14 +245,12 @@ def choose(variants: Sequence[Variant], max_latency_ms: float | None = None, min
     fastest = min(accuracy_tied, key=_latency)
     latency_tied = [v for v in accuracy_tied if tied_latency(v, fastest, strict)]
     chosen = max(latency_tied, key=lambda v: (_accuracy(v, "robust"), _accuracy(v, objective), -_latency(v)))
-    return Choice(chosen, objective, strict, budget, tuple(feasible), best, tuple(accuracy_tied),
-                  tuple(latency_tied))
+    return Choice(chosen, budget, tuple(feasible), best, tuple(accuracy_tied), tuple(latency_tied))
 
 
-def select(variants: Sequence[Variant], max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-           min_clean_acc: float | None = None, objective: str = "clean", strict: bool = False) -> Variant:
+def select(variants: Sequence[Variant], budget: Budget | None = None, **limits: Any) -> Variant:
     """The best SA (or RA) within the budget; noise-level differences are ties (see `choose`)."""
-    return choose(variants, max_latency_ms, min_robust_acc, min_clean_acc, objective, strict).variant
+    return choose(variants, budget, **limits).variant
 
 
 def pareto_front(variants: Sequence[Variant], axes: Sequence[str] = ("clean", "robust", "latency")) -> list[Variant]:

@@ -18,18 +18,14 @@ import logging
 import threading
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from oatdeploy.errors import OatError
 from oatdeploy.runtime.backends.base import Runner
-from oatdeploy.runtime.selection import NoFeasibleVariant, Variant, check_budget, pareto_front, select
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.selection import Budget, NoFeasibleVariant, Variant, pareto_front, select
 
-if TYPE_CHECKING:
-    from oatdeploy.runtime.deployment import Deployment
-
-BUDGET_FIELDS = ("max_latency_ms", "min_robust_acc", "min_clean_acc", "objective", "strict")
 log = logging.getLogger("oatdeploy.runtime")
 
 
@@ -42,24 +38,19 @@ class Switcher:
     that call returns.
     """
 
-    def __init__(self, deployment: Deployment, backend: str, precision: str = "fp32", batch: int | None = None,
-                 max_latency_ms: float | None = None, min_robust_acc: float | None = None,
-                 min_clean_acc: float | None = None, objective: str = "clean", strict: bool = False,
-                 max_loaded: int | None = None,
-                 window: int = 50, history: int = 0, runner_factory: Callable[[Variant], Runner] | None = None,
-                 runner_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, variants: Sequence[Variant], load: Callable[[Variant], Runner], budget: Budget,
+                 max_loaded: int | None = None, window: int = 50, history: int = 0) -> None:
+        """Serve `variants` (as one device, backend and precision see them) by runners that `load` builds, under
+        `budget`; `window` calls of latency are watched for drift, the last `history` served ids are kept."""
         if max_loaded is not None and max_loaded < 1:
             raise OatError(f"max_loaded must be at least 1, got {max_loaded}")
         if window < 1:
             raise OatError(f"window must be at least 1 call, got {window}")
-        self.deployment, self.backend, self.precision = deployment, backend, precision
-        self.variants = deployment.variants_for(backend, precision, batch)
+        self.variants = list(variants)
         self.by_id = {v.id: v for v in self.variants}
-        self.budget: dict[str, Any] = {**check_budget(max_latency_ms, min_robust_acc, min_clean_acc, objective,
-                                                    strict), "objective": objective, "strict": strict}
+        self.budget = budget
         self.max_loaded = max_loaded
-        options = runner_options or {}  # e.g. {"contexts": 1} for TensorRT, {"threads": 2} for ONNX Runtime
-        self._factory = runner_factory or (lambda v: deployment.runner(v, backend, **options))
+        self._factory = load
         self._lock = threading.Lock()
         self._control = threading.Lock()
         self._runners: collections.OrderedDict[str, Runner] = collections.OrderedDict()
@@ -98,21 +89,17 @@ class Switcher:
         except NoFeasibleVariant:
             raise
         except OatError:
-            if self._has_budget(self.budget):
+            if self.budget.constrained:
                 raise
             return self.variants[-1]
 
-    @staticmethod
-    def _has_budget(budget: dict[str, Any]) -> bool:
-        return any(budget[k] is not None for k in ("max_latency_ms", "min_robust_acc", "min_clean_acc"))
-
-    def _solve(self, budget: dict[str, Any]) -> Variant:
+    def _solve(self, budget: Budget) -> Variant:
         """The budget's choice given what we observed, among variants whose load has not failed."""
         variants = [replace(v, latency_ms=max(v.latency_ms or 0.0, self.observed[v.id]), latency_spread_ms=None)
                     if v.id in self.observed else v for v in self.variants if v.id not in self.broken]
-        return self.by_id[select(variants, **budget).id]
+        return self.by_id[select(variants, budget).id]
 
-    def _activate(self, v: Variant, budget: dict[str, Any] | None = None) -> None:
+    def _activate(self, v: Variant, budget: Budget | None = None) -> None:
         """Caller holds the control lock: load `v` if needed (outside the serving lock), then serve it from the
         next call on, storing `budget` in the same step; evicts beyond `max_loaded`."""
         with self._lock:
@@ -139,7 +126,7 @@ class Switcher:
             if victim is not None:
                 victim.close()
 
-    def _serve(self, v: Variant, runner: Runner, budget: dict[str, Any] | None) -> None:
+    def _serve(self, v: Variant, runner: Runner, budget: Budget | None) -> None:
         """Caller holds the serving lock: `v` (with `runner`) serves the next call, under `budget` if given."""
         self._runners.move_to_end(v.path)
         if v.id != self._serving[0].id:
@@ -166,18 +153,15 @@ class Switcher:
             self._activate(v)
         return v
 
-    def set_budget(self, **budget: Any) -> Variant:
-        """Change the budget (max_latency_ms, min_robust_acc, min_clean_acc, objective, strict) and switch now.
+    def set_budget(self, budget: Budget | None = None, **changes: Any) -> Variant:
+        """Change the budget (a new `Budget`, or fields of the current one: max_latency_ms, min_robust_acc,
+        min_clean_acc, objective, strict) and switch now.
 
         When it returns, every later call is served by a variant that meets the new budget; if nothing meets
         it, or the chosen variant cannot be loaded, it raises and the old budget and variant stay.
         """
-        unknown = set(budget) - set(BUDGET_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown budget fields {sorted(unknown)}; use {list(BUDGET_FIELDS)}")
         with self._control:
-            new = {**self.budget, **budget}
-            check_budget(**new)
+            new = Budget.of(budget if budget is not None else self.budget, **changes)
             chosen = self._solve(new)
             self._activate(chosen, new)
         return chosen
@@ -188,7 +172,7 @@ class Switcher:
             with self._lock:
                 self.observed.clear()
             self.broken.clear()
-            if self._has_budget(self.budget):
+            if self.budget.constrained:
                 self._activate(self._solve(self.budget))
 
     def __call__(self, x: np.ndarray, return_variant: bool = False) -> Any:
@@ -228,7 +212,7 @@ class Switcher:
 
     def _watch(self, v: Variant, elapsed_ms: float) -> bool:
         """Caller holds the serving lock: True when the window's p95 left the budget (observed is updated)."""
-        limit = self.budget["max_latency_ms"]
+        limit = self.budget.max_latency_ms
         self._window.append(elapsed_ms)
         if limit is None or len(self._window) < (self._window.maxlen or 0):
             return False

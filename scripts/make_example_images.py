@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from oatdeploy.labels import FASHION_MNIST
+from oatdeploy.runtime.labels import FASHION_MNIST
 
 OUT = Path("examples/images")
 CLASSES = {9: "png", 1: "png", 7: "png", 6: "jpg"}  # ankle boot, trouser, sneaker; a shirt as a photo-like JPEG

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import oatdeploy_cli, train_run
 
 from oatdeploy.attacks import PGDConfig
 from oatdeploy.autoattack import AutoAttackConfig, AutoAttackEval
 from oatdeploy.data import load_dataset
 from oatdeploy.evaluate import accuracy
+from tests.conftest import oatdeploy_cli, train_run
 
 
 def test_standard_settings_are_the_papers_and_are_recorded() -> None:

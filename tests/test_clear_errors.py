@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import oatdeploy_cli
 
 import oatdeploy
+from tests.conftest import oatdeploy_cli
 
 
 class Foreign:
@@ -45,7 +45,7 @@ def test_a_damaged_checkpoint_gives_one_full_line(kind: str, tiny_ckpt: Path, tm
 
 def test_each_damage_is_named(tiny_ckpt: Path, tmp_path: Path) -> None:
     from oatdeploy.checkpoint import read_checkpoint
-    from oatdeploy.errors import ArtifactError
+    from oatdeploy.runtime.errors import ArtifactError
 
     reasons = {"truncated": "not a PyTorch zip archive", "random": "not a PyTorch zip archive",
                "empty": "the file is empty", "pickle": "not a PyTorch zip archive"}
@@ -60,7 +60,7 @@ def test_each_damage_is_named(tiny_ckpt: Path, tmp_path: Path) -> None:
 
 def test_weights_that_do_not_fit_the_config_are_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
     from oatdeploy.checkpoint import load_supernet
-    from oatdeploy.errors import ArtifactError
+    from oatdeploy.runtime.errors import ArtifactError
 
     payload = torch.load(tiny_ckpt, weights_only=True)
     payload["model"].popitem()

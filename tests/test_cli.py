@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import oatdeploy_cli
+
+from tests.conftest import oatdeploy_cli
 
 
 def assert_usage_error(result, *needles: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from oatdeploy.data import load_dataset, read_idx
-from oatdeploy.errors import DatasetMissing, OatError
+from oatdeploy.runtime.errors import DatasetMissing, OatError
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:

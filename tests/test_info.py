@@ -15,7 +15,7 @@ import pytest
 def rich_deploy(profiled_deploy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The profiled deployment plus what other devices and commands add: a second device's profile, int8 models
     from `quantize`, their `verify` accuracy and a TensorRT engine record (as `build-engines` writes it)."""
-    from oatdeploy.atomic import sha256_file
+    from oatdeploy.runtime.atomic import sha256_file
     from oatdeploy.runtime.quantize import quantize_deployment
 
     deploy = tmp_path_factory.mktemp("info") / "fm"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oatdeploy.errors import OatError
 from oatdeploy.lambdas import (
     DEFAULT_LAMBDAS,
     build_table,
@@ -16,6 +15,7 @@ from oatdeploy.lambdas import (
     sample_indices,
     sample_terms,
 )
+from oatdeploy.runtime.errors import OatError
 
 
 def test_sampling_puts_a_fixed_share_of_clean_samples_first() -> None:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_run
 
 import oatdeploy
-from oatdeploy.errors import OatError
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model, list_models
 from oatdeploy.nn import FILM_KINDS, LambdaLinear, LinearFiLM
+from oatdeploy.runtime.errors import OatError
 from oatdeploy.supernet import Supernet
+from tests.conftest import train_run
 
 LAMBDAS = [0.0, 0.2, 1.0]
 WIDTHS = [0.5, 0.75, 1.0]

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import train_run
+
+from tests.conftest import train_run
 
 # A training run of seconds (2 variants): the refusals are what is under test, not the model.
 QUICK = {"lambdas": [0.0, 1.0], "widths": [0.5], "batch_size": 16, "pgd_steps": 1, "train_limit": 64}
@@ -148,8 +149,8 @@ def test_export_chooses_among_evaluations_explicitly(cli, quick_ckpt: Path, tmp_
 
 def test_one_helper_serves_commands_that_cannot_resume(tmp_path: Path) -> None:
     """`import-reference` writes a run it cannot continue: only --force is offered."""
-    from oatdeploy.errors import OatError
     from oatdeploy.overwrite import check_run_folder
+    from oatdeploy.runtime.errors import OatError
 
     check_run_folder(tmp_path, resumable=False)  # nothing there yet
     (tmp_path / "supernet.pt").write_bytes(b"a finished run")
@@ -160,7 +161,8 @@ def test_one_helper_serves_commands_that_cannot_resume(tmp_path: Path) -> None:
 
 
 def test_evaluation_names_say_what_they_hold() -> None:
-    from oatdeploy.eval_files import describe_evaluation, evaluation_name
+    from oatdeploy.eval_files import evaluation_name
+    from oatdeploy.runtime.manifest import describe_evaluation
 
     pgd = {"attack": {"name": "pgd", "eps": 0.1, "steps": 20}, "num_samples": 1000}
     auto = {"attack": {"name": "autoattack", "eps": 8 / 255, "version": "standard"}, "num_samples": 500}

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import oatdeploy_cli
 
-from oatdeploy.errors import OatError
-from oatdeploy.plots import MIN_SPAN, Outcome, accuracy_limits, draw_deployment, plot_deployment
 from oatdeploy.runtime import Deployment, NoFeasibleVariant, pareto_front
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.plots import MIN_SPAN, Outcome, accuracy_limits, draw_deployment, plot_deployment
+from tests.conftest import oatdeploy_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from oatdeploy.images import load_image
-from oatdeploy.labels import FASHION_MNIST
+from oatdeploy.runtime.images import load_image
+from oatdeploy.runtime.labels import FASHION_MNIST
 
 
 def saved_images(deploy: Path, n: int = 6) -> tuple[np.ndarray, np.ndarray]:

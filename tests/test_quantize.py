@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import export_run, oatdeploy_cli
 
-from oatdeploy.atomic import sha256_file
-from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime import Deployment
+from oatdeploy.runtime.atomic import sha256_file
 from oatdeploy.runtime.backends import tensorrt_installed
 from oatdeploy.runtime.calibration import OrtCalibrationReader, calibration_feeds, load_calibration
-from oatdeploy.runtime.manifest import load_manifest, read_manifest
+from oatdeploy.runtime.errors import ArtifactError, OatError
+from oatdeploy.runtime.folder import load_manifest, read_manifest
 from oatdeploy.runtime.precision import verify_precision
 from oatdeploy.runtime.quantize import quantize_deployment
+from tests.conftest import export_run, oatdeploy_cli
 
 SAMPLES = 64
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference_models import bn_entries, film_entries, reference_forward, reference_state
 
 import oatdeploy
 from oatdeploy.cli import main
+from tests.reference_models import bn_entries, film_entries, reference_forward, reference_state
 
 LAMBDAS = [0.0, 0.2, 1.0]
 
@@ -115,7 +115,8 @@ def test_import_export_select_with_onnx_equal_to_the_reference(tmp_path: Path) -
     import json
 
     import onnxruntime as ort
-    from test_data import write_stl10
+
+    from tests.test_data import write_stl10
 
     data = tmp_path / "stl10"
     data.mkdir()

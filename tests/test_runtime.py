@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import export_run, oatdeploy_cli
 
-from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime import Deployment, NoFeasibleVariant, Variant
 from oatdeploy.runtime.backends.base import Runner
+from oatdeploy.runtime.errors import ArtifactError, OatError
+from tests.conftest import export_run, oatdeploy_cli
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, train_run
 
 import oatdeploy
 from oatdeploy.checkpoint import read_checkpoint, save_checkpoint
 from oatdeploy.data import load_dataset
-from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.lambdas import build_table, clean_count
 from oatdeploy.models import create_model
 from oatdeploy.nn.dual_bn import DualBN2d
+from oatdeploy.runtime.errors import ArtifactError, OatError
 from oatdeploy.trainer import OATStep, TrainConfig, make_optimizer, resolve_config
+from tests.conftest import TINY, train_run
 
 
 def tiny_step(**overrides: object) -> tuple[OATStep, TrainConfig]:

@@ -14,16 +14,16 @@ if not tensorrt_installed():
     pytest.skip("TensorRT is not installed (JetPack's python3-libnvinfer or `pip install tensorrt`); these tests "
                 "need it and a GPU", allow_module_level=True)
 import tensorrt as trt
-from conftest import export_run, oatdeploy_cli
 
-from oatdeploy.errors import InputError, OatError
 from oatdeploy.export.parity import cpu_session, run_graph
 from oatdeploy.runtime import Deployment
 from oatdeploy.runtime.backends.cuda import get_cuda
 from oatdeploy.runtime.engines import build_engines
-from oatdeploy.runtime.manifest import load_manifest
+from oatdeploy.runtime.errors import InputError, OatError
+from oatdeploy.runtime.folder import load_manifest
 from oatdeploy.runtime.precision import verify_precision
 from oatdeploy.runtime.quantize import quantize_deployment
+from tests.conftest import export_run, oatdeploy_cli
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -41,15 +41,15 @@ def stage(name: str) -> None:
 @click.option("--force", is_flag=True, help="Replace the run and deployment of an earlier demo in --out.")
 def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: int, force: bool) -> None:
     """Train an OATS supernet on the embedded data, evaluate it, export, profile and select."""
-    from oatdeploy.atomic import atomic_write_json
-    from oatdeploy.commands.export import format_variants
-    from oatdeploy.commands.profile import format_profile
-    from oatdeploy.errors import OatError
     from oatdeploy.evaluate import format_table, knob_summary, run_evaluation
+    from oatdeploy.export.manifest import format_variants
     from oatdeploy.export.pipeline import export_deployment
     from oatdeploy.overwrite import check_deployment_folder, check_run_folder
-    from oatdeploy.plots import Outcome, budget_text, plot_deployment
     from oatdeploy.runtime import Deployment, NoFeasibleVariant
+    from oatdeploy.runtime.atomic import atomic_write_json
+    from oatdeploy.runtime.errors import OatError
+    from oatdeploy.runtime.plots import Outcome, budget_text, plot_deployment
+    from oatdeploy.runtime.profile import format_profile
     from oatdeploy.trainer import TrainConfig, train
 
     t0 = time.perf_counter()

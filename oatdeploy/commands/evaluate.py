@@ -28,11 +28,12 @@ import click
 def evaluate(checkpoint: str, out: str | None, pgd_steps: int, eps: float | None, limit: int | None,
              data_dir: str | None, batch_size: int, attack: str, force: bool, val_split: bool) -> None:
     """SA and RA for every (λ, width) of CHECKPOINT, printed as a table and written as JSON."""
-    from oatdeploy.atomic import atomic_write_json
-    from oatdeploy.errors import OatError
-    from oatdeploy.eval_files import attack_label, evaluation_name
+    from oatdeploy.eval_files import evaluation_name
     from oatdeploy.evaluate import format_table, run_evaluation
     from oatdeploy.overwrite import check_evaluation_file
+    from oatdeploy.runtime.atomic import atomic_write_json
+    from oatdeploy.runtime.errors import OatError
+    from oatdeploy.runtime.manifest import attack_label
 
     report = run_evaluation(checkpoint, pgd_steps=pgd_steps, eps=eps, limit=limit, data_dir=data_dir,
                             batch_size=batch_size, attack=attack, val_split=val_split)

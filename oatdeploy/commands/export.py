@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-
-def format_variants(manifest: dict[str, Any]) -> str:
-    head = f"{'variant':<14} {'params':>9} {'MFLOPs':>8} {'SA':>6} {'RA':>6} {'max|Δlogit|':>12}"
-    lines = [head, "-" * len(head)]
-    for v in manifest["variants"]:
-        m = v["metrics"]
-        sa = "-" if m["clean_acc"] is None else f"{m['clean_acc']:.3f}"
-        ra = "-" if m["robust_acc"] is None else f"{m['robust_acc']:.3f}"
-        lines.append(f"{v['id']:<14} {v['params']:>9,} {v['flops'] / 1e6:>8.1f} {sa:>6} {ra:>6} "
-                     f"{v['verification']['max_abs_diff']:>12.2e}")
-    return "\n".join(lines)
+from oatdeploy.runtime.manifest import MODES
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Deployment folder to write.")
 @click.option("--force", is_flag=True, help="Replace the deployment already in --out.")
-@click.option("--mode", type=click.Choice(["folded", "shared"]), default="folded", show_default=True,
+@click.option("--mode", type=click.Choice(MODES), default="folded", show_default=True,
               help="folded: one graph per (λ, width); shared: one graph per width with λ as an input.")
 @click.option("--eval-json", type=click.Path(dir_okay=False), default=None,
               help="SA/RA source  [default: the evaluation of this checkpoint beside it (eval*.json), when there "
@@ -39,6 +27,7 @@ def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | N
            verify_samples: int, calib_samples: int, data_dir: str | None, quiet: bool) -> None:
     """Export CHECKPOINT's every (λ, width) as verified ONNX plus manifest.json into OUT."""
     from oatdeploy.eval_files import choose_evaluation
+    from oatdeploy.export.manifest import format_variants
     from oatdeploy.export.pipeline import export_deployment
     from oatdeploy.overwrite import check_deployment_folder
 
@@ -48,13 +37,9 @@ def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | N
                                  verify_samples=verify_samples, calib_samples=calib_samples, data_dir=data_dir,
                                  progress=not quiet)
     click.echo(format_variants(manifest))
-    source = manifest["metrics_source"]
-    if source["origin"] is None:
-        click.echo(f"note: {source['note']} (so `select` can use accuracy budgets)")
+    source = manifest.metrics_source
+    if source is None or source.origin is None:
+        click.echo(f"note: {source.note if source else 'no SA/RA'} (so `select` can use accuracy budgets)")
     else:
-        from oatdeploy.eval_files import attack_label
-
-        label = attack_label({"attack": source["attack"]})
-        click.echo(f"SA/RA from {source['origin']} ({label}, eps {source['attack']['eps']:g}, "
-                   f"{source['num_samples']} test images)")
-    click.echo(f"wrote {out}/manifest.json ({len(manifest['variants'])} variants, mode {mode})")
+        click.echo(f"SA/RA from {source.origin} ({source.describe()})")
+    click.echo(f"wrote {out}/manifest.json ({len(manifest.variants)} variants, mode {mode})")

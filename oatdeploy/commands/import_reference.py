@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from oatdeploy.commands.options import float_list
+from oatdeploy.runtime.commands.options import float_list
 
 
 @click.command(name="import-reference")

@@ -17,7 +17,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from oatdeploy.commands.options import config_options
+from oatdeploy.commands.config_options import config_options
 from oatdeploy.config import MAY_CHANGE_ON_RESUME, OBJECTIVES, TrainConfig, option_name, user_fields
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -128,9 +128,9 @@ def given_options(ctx: click.Context) -> set[str]:
 def train(ctx: click.Context, resume: bool, force: bool, **kwargs: Any) -> None:
     """Train one OAT/OATS supernet; writes RUN/supernet.pt, RUN/config.json and RUN/train.log."""
     from oatdeploy.distributed import RankLost
-    from oatdeploy.errors import OatError
     from oatdeploy.overwrite import check_run_folder
     from oatdeploy.preemption import TrainingInterrupted
+    from oatdeploy.runtime.errors import OatError
     from oatdeploy.trainer import train as run_training
 
     if resume and ctx.get_parameter_source("config_file") not in (None, ParameterSource.DEFAULT):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 
 if TYPE_CHECKING:
     from oatdeploy.models.base import OATModel

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from oatdeploy.errors import OatError
 from oatdeploy.runtime.backends.base import Runner
+from oatdeploy.runtime.errors import OatError
 
 BACKENDS = ("ort", "trt")
 
@@ -24,9 +24,8 @@ def require_tensorrt() -> None:
                        '`pip install "oatdeploy[trt]"` (tensorrt and cuda-python); or use --backend ort')
 
 
-def get_runner(backend: str, data: bytes, label: str, entry: dict[str, Any] | None = None,
-               **options: Any) -> Runner:
-    """A loaded runner for one artifact's verified bytes (ONNX for 'ort'; an engine and its entry for 'trt')."""
+def get_runner(backend: str, data: bytes, label: str, precision: str = "fp32", **options: Any) -> Runner:
+    """A loaded runner for one artifact's verified bytes (ONNX for 'ort', an engine of `precision` for 'trt')."""
     if backend == "ort":
         from oatdeploy.runtime.backends.ort import OrtRunner
 
@@ -38,5 +37,5 @@ def get_runner(backend: str, data: bytes, label: str, entry: dict[str, Any] | No
         except ImportError as e:
             raise OatError(f"the TensorRT backend could not be loaded ({e}); reinstall TensorRT's Python "
                            "bindings (JetPack's python3-libnvinfer, or `pip install tensorrt`)") from None
-        return TrtRunner(data, entry or {}, label, **options)
+        return TrtRunner(data, precision, label, **options)
     raise OatError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

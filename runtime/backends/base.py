@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from oatdeploy.errors import InputError
+from oatdeploy.runtime.errors import InputError
 
 INPUT_NAME = "input"
 LAM_INDEX_NAME = "lam_index"

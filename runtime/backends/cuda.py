@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 
 INSTALL_HINT = ("cuda-python is not installed: `pip install 'cuda-python<13'` for CUDA 12 (JetPack 6) or "
                 "`pip install 'cuda-python>=13'` for CUDA 13 (JetPack 7); JetPack 5 (CUDA 11.4): 'cuda-python<12'")

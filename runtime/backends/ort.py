@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from oatdeploy.errors import ArtifactError
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, InputSpec, Runner
+from oatdeploy.runtime.errors import ArtifactError
 
 QUIET = 3  # ORT log severity: errors only (its warnings about unused providers are noise to a user)
 SILENT = 4  # fatal only: for the CUDA probe, whose failure is an expected answer, not an error

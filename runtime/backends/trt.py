@@ -2,7 +2,7 @@
 
 Written against the name-based TensorRT API (`num_io_tensors`, `set_input_shape`, `execute_async_v3`),
 which TensorRT 8.5 (JetPack 5) through 10.x share; `tensorrt` is imported only when a runner is built.
-The runner is given the engine's bytes, already hashed by the caller, and the manifest entry that
+The runner is given the engine's bytes, already hashed by the caller, and the precision of the engine that
 `Deployment` chose for this device (the compatibility check happens there, once). Each call checks its
 input against the engine's profile before anything is copied, then borrows one of at most `contexts`
 execution contexts (each with its stream and max-batch buffers); a thread that finds them all busy waits.
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from oatdeploy.errors import ArtifactError, OatError
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, OUTPUT_NAME, InputSpec, Runner
 from oatdeploy.runtime.backends.cuda import CudaMemory, get_cuda
+from oatdeploy.runtime.errors import ArtifactError, OatError
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -42,13 +42,13 @@ class TrtRunner(Runner):
 
     name = "trt"
 
-    def __init__(self, engine: bytes, entry: dict[str, Any], label: str = "engine", contexts: int = DEFAULT_CONTEXTS,
+    def __init__(self, engine: bytes, precision: str = "fp32", label: str = "engine", contexts: int = DEFAULT_CONTEXTS,
                  lam_count: int | None = None, cuda: CudaMemory | None = None) -> None:
         import tensorrt as trt
 
         if contexts < 1:
             raise OatError(f"contexts must be at least 1, got {contexts}")
-        self.label, self.entry, self.precision = label, entry, entry.get("precision", "fp32")
+        self.label, self.precision = label, precision
         self.cuda = cuda or get_cuda()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from oatdeploy.errors import OatError
 from oatdeploy.runtime.backends.base import INPUT_NAME
 from oatdeploy.runtime.backends.cuda import CudaMemory, get_cuda
 from oatdeploy.runtime.calibration import calibration_feeds
 from oatdeploy.runtime.engines import current_device, tensorrt_major
+from oatdeploy.runtime.errors import OatError
 
 if TYPE_CHECKING:
     import tensorrt as trt

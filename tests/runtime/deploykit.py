@@ -21,7 +21,17 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from oatdeploy.export.manifest import file_entry, new_manifest, variant_entry, variant_id, write_manifest
+from oatdeploy.export.manifest import file_entry, new_manifest, variant_entry, write_manifest
+from oatdeploy.runtime.manifest import (
+    FileRef,
+    Metrics,
+    MetricsSource,
+    Model,
+    Source,
+    ThreatModel,
+    Verification,
+    variant_id,
+)
 
 SHAPE = (1, 8, 8)
 CLASSES = 10
@@ -69,7 +79,7 @@ def predict(model: bytes, x: np.ndarray, lam_index: int | None = None) -> np.nda
     return session.run(None, feed)[0]
 
 
-def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> dict[str, str]:
+def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> FileRef:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     (folder / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -83,11 +93,10 @@ def make_deployment(folder: Path, mode: str = "folded", samples: int = 32, seed:
     rng = np.random.default_rng(seed)
     x = rng.random((samples, *SHAPE), dtype=np.float32)
     manifest = new_manifest(
-        model={"arch": "tiny", "num_classes": CLASSES, "input_shape": list(SHAPE), "lambdas": LAMBDAS,
-               "widths": WIDTHS, "input_range": [0.0, 1.0], "dataset": "random", "dual_bn": True},
-        threat_model={"norm": "linf", "eps": 0.1, "attack": "pgd", "steps": 2},
-        source={"checkpoint": "none", "checkpoint_sha256": "0" * 64},
-        metrics={"origin": "deploykit", "attack": {"name": "pgd", "steps": 2, "eps": 0.1}, "num_samples": samples},
+        model=Model(list(SHAPE), LAMBDAS, WIDTHS, CLASSES, "tiny", "random", [0.0, 1.0], True),
+        threat_model=ThreatModel("linf", 0.1, "pgd", 2),
+        source=Source("none", "0" * 64),
+        metrics=MetricsSource("deploykit", {"name": "pgd", "steps": 2, "eps": 0.1}, samples),
         calibration=save_npz(folder, "calib.npz", x=rng.random((samples, *SHAPE), dtype=np.float32)),
         clean=save_npz(folder, "verify/clean.npz", x=x, y=np.zeros(samples, dtype=np.int64)),
     )
@@ -104,12 +113,12 @@ def make_deployment(folder: Path, mode: str = "folded", samples: int = 32, seed:
             labels = y if labels is None else labels
             x_adv = np.clip(x + rng.normal(0, 0.05, x.shape).astype(np.float32), 0, 1)
             save_npz(folder, f"verify/{vid}.npz", x_adv=x_adv, y=predict(model, x_adv, lam_index).argmax(1))
-            metrics = {"clean_acc": round(0.9 - 0.05 * li + 0.04 * wi, 3),
-                       "robust_acc": round(0.3 + 0.2 * li + 0.03 * wi, 3), "attack": "pgd-2", "samples": samples}
-            manifest["variants"].append(variant_entry(folder, lam, width, mode, rel, (1000, 2000), metrics,
-                                                      {"max_abs_diff": 0.0}, f"verify/{vid}.npz", lam_index))
+            metrics = Metrics(round(0.9 - 0.05 * li + 0.04 * wi, 3), round(0.3 + 0.2 * li + 0.03 * wi, 3),
+                              attack="pgd-2", samples=samples)
+            manifest.variants.append(variant_entry(folder, lam, width, mode, rel, (1000, 2000), metrics,
+                                                   Verification(0.0, 1.0, samples), f"verify/{vid}.npz", lam_index))
     # clean labels: the first variant's predictions (every variant is its own network, so SA differs per variant)
-    manifest["verification"]["clean"] = save_npz(folder, "verify/clean.npz", x=x, y=labels)
+    manifest.verification["clean"] = save_npz(folder, "verify/clean.npz", x=x, y=labels)
     write_manifest(folder, manifest)
     return folder
 

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from oatdeploy.errors import OatError
+from oatdeploy.runtime.errors import OatError
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import pytest
 
-from device.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
 from oatdeploy.runtime import Deployment, power
 from oatdeploy.runtime.engines import build_engines
+from tests.runtime.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
 
 HINT = re.compile(r"`(oatdeploy [^`]+)`")
 Run = Callable[..., "tuple[int, str, str]"]
@@ -106,7 +106,7 @@ def test_tensorrt_at_a_batch_the_engines_do_not_take_points_to_a_build_that_does
 
 def test_a_profile_from_another_power_mode_points_to_profiling_in_this_one(folded: Path, cli: Run, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from device.test_power import jetson_tree
+    from tests.runtime.test_power import jetson_tree
 
     maxn = power.power_state(jetson_tree(tmp_path / "maxn", 0, pinned=True), nvpmodel=None)
     with warnings.catch_warnings():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from device.deploykit import make_deployment
+from tests.runtime.deploykit import make_deployment
 
 
 @pytest.fixture(scope="session")

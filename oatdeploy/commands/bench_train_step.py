@@ -1,4 +1,4 @@
-"""`oatdeploy bench`: training-step time here, deployment latency in `bench latency`."""
+"""`oatdeploy bench train-step`: seconds per OAT training step on random data (the workstation half of `bench`)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,10 @@ import statistics
 
 import click
 
-from oatdeploy.commands.options import float_list, int_list
+from oatdeploy.runtime.commands.options import float_list, int_list
 
 
-class BenchGroup(click.Group):
-    """`train-step` needs torch; `latency` must not, so it is imported only when asked for."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["latency", "train-step"]
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name == "latency":
-            from oatdeploy.commands.bench_latency import latency
-
-            return latency
-        return super().get_command(ctx, cmd_name)
-
-
-@click.group(cls=BenchGroup)
-def bench() -> None:
-    """Measure training speed and deployment latency on this machine."""
-
-
-@bench.command("train-step")
+@click.command("train-step")
 @click.option("--arch", default="resnet34", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=16, show_default=True)
 @click.option("--pgd-steps", type=click.IntRange(min=0), default=3, show_default=True)
@@ -46,7 +27,7 @@ def train_step(arch: str, batch_size: int, pgd_steps: int, steps: int, warmup: i
     import torch
 
     from oatdeploy.bench import train_step_seconds
-    from oatdeploy.errors import OatError
+    from oatdeploy.runtime.errors import OatError
 
     if len(input_shape) != 3:
         raise OatError(f"--input-shape takes C,H,W (three integers), got {input_shape}")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from device.deploykit import edit_manifest, oatdeploy, set_profile
 from oatdeploy.runtime import NoFeasibleVariant, Variant, pareto_front, select
 from oatdeploy.runtime.device import cpu_name
-from oatdeploy.runtime.manifest import read_manifest
+from oatdeploy.runtime.folder import read_manifest
 from oatdeploy.runtime.selection import choose
+from tests.runtime.deploykit import edit_manifest, oatdeploy, set_profile
 
 
 def random_variants(rng: random.Random, n: int) -> list[Variant]:
@@ -35,7 +35,7 @@ def test_selection_equals_brute_force() -> None:
         ok = [v for v in variants if all(v.id in m for m in meets.values())]
         if not ok:
             with pytest.raises(NoFeasibleVariant) as info:
-                select(variants, lat, ra, sa, objective)
+                select(variants, max_latency_ms=lat, min_robust_acc=ra, min_clean_acc=sa, objective=objective)
             named = [name for name in meets if f"{name} bind" in str(info.value) or f"and {name}" in str(info.value)]
             assert named, str(info.value)
             if "even alone" in str(info.value):
@@ -43,7 +43,7 @@ def test_selection_equals_brute_force() -> None:
             continue
         best = max((v.clean_acc if objective == "clean" else v.robust_acc) for v in ok)
         fastest = min(v.latency_ms for v in ok if (v.clean_acc if objective == "clean" else v.robust_acc) == best)
-        chosen = select(variants, lat, ra, sa, objective)
+        chosen = select(variants, max_latency_ms=lat, min_robust_acc=ra, min_clean_acc=sa, objective=objective)
         assert (chosen.clean_acc if objective == "clean" else chosen.robust_acc) == best
         assert chosen.latency_ms == fastest
 
@@ -164,8 +164,8 @@ def with_intervals_and_a_profile(folded: Path) -> None:
                 met[f"{kind}_ci95"] = [min(lo, met[f"{kind}_acc"]), max(hi, met[f"{kind}_acc"])]
 
     edit_manifest(folded, intervals)
-    set_profile(folded, f"{cpu_name()}|ort|fp32|b1", {u["id"]: 1.0 + 0.1 * i for i, u in
-                                                      enumerate(read_manifest(folded)["variants"])})
+    set_profile(folded, f"{cpu_name()}|ort|fp32|b1", {u.id: 1.0 + 0.1 * i for i, u in
+                                                      enumerate(read_manifest(folded).variants)})
 
 
 def test_cli_select_says_how_it_compared(folded: Path) -> None:
@@ -186,5 +186,5 @@ def test_the_switcher_ties_the_same_way_unless_strict(folded: Path) -> None:
     dep = Deployment.load(folded)
     assert dep.switcher(max_latency_ms=10).current.id == "lam0-w0.5"
     sw = dep.switcher(max_latency_ms=10, strict=True)
-    assert sw.current.id == "lam0-w1" and sw.budget["strict"] is True
+    assert sw.current.id == "lam0-w1" and sw.budget.strict is True
     assert sw.set_budget(strict=False).id == "lam0-w0.5"

@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
-from oatdeploy.atomic import atomic_save
-from oatdeploy.errors import OatError
-from oatdeploy.runtime.selection import Choice, Variant, pareto_front
+from oatdeploy.runtime.atomic import atomic_save
+from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.selection import Budget, Choice, Variant, pareto_front
 
 MIN_SPAN = 0.10  # accuracy axes span at least ten points: a 1.6-point window makes noise look dramatic
 BACKENDS = {"ort": "ONNX Runtime", "trt": "TensorRT"}
@@ -26,7 +26,7 @@ BUDGET_COLOURS = ("#d62728", "#9467bd", "#8c564b", "#e377c2")
 class Outcome(NamedTuple):
     """One budget and what selection made of it: the choice, or the reason nothing meets it."""
 
-    budget: dict[str, Any]
+    budget: Budget
     choice: Choice | None = None
     error: str | None = None
 
@@ -56,13 +56,6 @@ def device_title(key: str) -> str:
         return key
     device, backend, precision, batch = parts
     return f"{device}, {BACKENDS.get(backend, backend)} {precision}, batch {batch.lstrip('b')}"
-
-
-def budget_text(budget: dict[str, Any]) -> str:
-    limits = [f"{label} {op} {budget[key]:.3g}{unit}" for key, label, op, unit in
-              (("max_latency_ms", "p50", "≤", " ms"), ("min_robust_acc", "RA", "≥", ""),
-               ("min_clean_acc", "SA", "≥", "")) if budget.get(key) is not None]
-    return ", ".join(limits) or "no limits"
 
 
 def _errors(values: Sequence[float], intervals: Sequence[tuple[float, float] | None]) -> list[list[float]] | None:
@@ -123,13 +116,12 @@ def _budgets(ax: Any, outcomes: Sequence[Outcome], x: str) -> None:
     for n, outcome in enumerate(outcomes, 1):
         colour = BUDGET_COLOURS[(n - 1) % len(BUDGET_COLOURS)]
         b = outcome.budget
-        xline = b.get("min_robust_acc") if x == "robust" else b.get("max_latency_ms")
+        xline = b.min_robust_acc if x == "robust" else b.max_latency_ms
         if xline is not None:
             ax.axvline(xline, color=colour, ls=":", lw=1.3, label=f"budget {n}: "
                        + (f"RA ≥ {xline:.3g}" if x == "robust" else f"p50 ≤ {xline:.3g} ms"))
-        if b.get("min_clean_acc") is not None:
-            ax.axhline(b["min_clean_acc"], color=colour, ls=":", lw=1.3, label=f"budget {n}: SA ≥ "
-                       f"{b['min_clean_acc']:.3g}")
+        if b.min_clean_acc is not None:
+            ax.axhline(b.min_clean_acc, color=colour, ls=":", lw=1.3, label=f"budget {n}: SA ≥ {b.min_clean_acc:.3g}")
         if outcome.choice is not None:
             v = outcome.choice.variant
             at = v.robust_acc if x == "robust" else v.latency_ms
@@ -199,15 +191,15 @@ def _panel(ax: Any, variants: Sequence[Variant], x: str, outcomes: Sequence[Outc
                     v.clean_ci95, 12 if v.id in starred else 5) for px, v in zip(xs, group)]
     _front(ax, variants, x, "Pareto front of this plane: " + ("SA and RA" if x == "robust" else "SA and p50"))
     _budgets(ax, outcomes, x)
-    budget_sa = [o.budget["min_clean_acc"] for o in outcomes if o.budget.get("min_clean_acc") is not None]
+    budget_sa = [o.budget.min_clean_acc for o in outcomes if o.budget.min_clean_acc is not None]
     ax.set_ylim(*accuracy_limits([v.clean_acc for v in variants], [v.clean_ci95 for v in variants], budget_sa))
     if x == "robust":
-        budget_ra = [o.budget["min_robust_acc"] for o in outcomes if o.budget.get("min_robust_acc") is not None]
+        budget_ra = [o.budget.min_robust_acc for o in outcomes if o.budget.min_robust_acc is not None]
         ax.set_xlim(*accuracy_limits([v.robust_acc for v in variants], [v.robust_ci95 for v in variants], budget_ra))
         ax.set_xlabel("robust accuracy (RA), 95 % interval")
     else:
         top = max([(v.latency_spread_ms or (v.latency_ms, v.latency_ms))[1] for v in variants]
-                  + [o.budget["max_latency_ms"] for o in outcomes if o.budget.get("max_latency_ms") is not None])
+                  + [o.budget.max_latency_ms for o in outcomes if o.budget.max_latency_ms is not None])
         ax.set_xlim(0, top * 1.12)
         ax.set_xlabel("latency p50 (ms), bars: lowest-highest median of the profiling rounds")
     ax.set_ylabel("clean accuracy (SA), 95 % interval")
@@ -218,7 +210,7 @@ def _panel(ax: Any, variants: Sequence[Variant], x: str, outcomes: Sequence[Outc
 
 def outcome_text(n: int, outcome: Outcome) -> str:
     """'Budget 1 (p50 ≤ 0.3 ms, RA ≥ 0.5): chose ... because ...', or why nothing was chosen."""
-    head = f"Budget {n} ({budget_text(outcome.budget)}): "
+    head = f"Budget {n} ({outcome.budget.text()}): "
     if outcome.choice is None:
         return head + f"nothing chosen: {outcome.error}"
     why = [r for r in outcome.choice.reasons() if not r.startswith(("budget:", "no budget:", "SA/RA:"))]

@@ -14,19 +14,19 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from device.deploykit import set_profile
-from oatdeploy.errors import OatError
-from oatdeploy.runtime import Deployment, Variant, select
+from oatdeploy.runtime import Budget, Deployment, Switcher, Variant, select
 from oatdeploy.runtime.backends.base import Runner
+from oatdeploy.runtime.errors import OatError
+from tests.runtime.deploykit import set_profile
 
 # Budget A admits only the most accurate variant, budget B only the most robust: each excludes the other's choice.
 BUDGET_A = {"min_clean_acc": 0.94, "min_robust_acc": None}
 BUDGET_B = {"min_robust_acc": 0.73, "min_clean_acc": None}
 
 
-def meets(v: Variant, budget: dict[str, Any]) -> bool:
-    return ((budget.get("min_clean_acc") is None or v.clean_acc >= budget["min_clean_acc"])
-            and (budget.get("min_robust_acc") is None or v.robust_acc >= budget["min_robust_acc"]))
+def meets(v: Variant, budget: Budget) -> bool:
+    return ((budget.min_clean_acc is None or v.clean_acc >= budget.min_clean_acc)
+            and (budget.min_robust_acc is None or v.robust_acc >= budget.min_robust_acc))
 
 
 class TrackedRunner(Runner):
@@ -70,7 +70,7 @@ def test_a_returned_set_budget_holds_for_every_later_call(folded: Path) -> None:
         return TrackedRunner(dep.runner(v))
 
     made: list[Any] = []
-    sw = dep.switcher(runner_factory=loader, max_loaded=2, history=100_000, **BUDGET_A)
+    sw = Switcher(dep.variants, loader, Budget(**BUDGET_A), max_loaded=2, history=100_000)
     made.append(sw)
     x = dep.sample_input(1)
     stop = threading.Event()
@@ -83,7 +83,7 @@ def test_a_returned_set_budget_holds_for_every_later_call(folded: Path) -> None:
         try:
             while not stop.is_set():
                 with book:
-                    gen, changing, budget = state["generation"], state["changing"], dict(sw.budget)
+                    gen, changing, budget = state["generation"], state["changing"], sw.budget
                 _, v = sw(x, return_variant=True)
                 with book:
                     quiet = gen == state["generation"] and not changing
@@ -154,7 +154,7 @@ def test_drift_reselection_loads_off_the_serving_path_and_reports_failures(folde
         return Slow(dep.runner(v)) if v.id == best.id else TrackedRunner(dep.runner(v))
 
     made: list[Any] = []
-    sw = dep.switcher(max_latency_ms=50.0, window=3, max_loaded=1, runner_factory=loader)
+    sw = Switcher(dep.variants, loader, Budget(max_latency_ms=50.0), window=3, max_loaded=1)
     made.append(sw)
     broken["on"] = True  # the variant drift re-selection picks cannot be loaded
     x = dep.sample_input(1)
@@ -177,7 +177,7 @@ def test_drift_reselection_loads_off_the_serving_path_and_reports_failures(folde
 def test_memory_cap_loads_fewer_and_never_closes_a_runner_in_use(folded: Path) -> None:
     dep = Deployment.load(folded)
     factory, made = tracking_loader(dep)
-    sw = dep.switcher(max_loaded=2, runner_factory=factory, history=1_000_000)
+    sw = Switcher(dep.variants, factory, Budget(), max_loaded=2, history=1_000_000)
     assert len(made) == 2
     x = dep.sample_input(2)
     failures: list[BaseException] = []
@@ -209,7 +209,7 @@ def test_memory_cap_loads_fewer_and_never_closes_a_runner_in_use(folded: Path) -
 def test_a_cap_of_one_keeps_one_runner(folded: Path) -> None:
     dep = Deployment.load(folded)
     loader, made = tracking_loader(dep)
-    sw = dep.switcher(max_loaded=1, runner_factory=loader)
+    sw = Switcher(dep.variants, loader, Budget(), max_loaded=1)
     for v in dep.variants:
         sw.use(v)
         assert sw(dep.sample_input(1)).shape == (1, 10)
@@ -235,7 +235,7 @@ def test_close_window_and_nan_budgets_are_clear_errors(folded: Path) -> None:
     before = sw.current
     with pytest.raises(OatError, match="finite"):
         sw.set_budget(min_robust_acc=nan)
-    assert sw.current is before and sw.budget["min_robust_acc"] is None
+    assert sw.current is before and sw.budget.min_robust_acc is None
 
 
 def test_cli_select_refuses_nan(folded: Path) -> None:

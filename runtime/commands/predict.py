@@ -7,11 +7,13 @@ budget means per image, as it would in a serving loop.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 import numpy as np
 
-from oatdeploy.commands.options import budget_options, graph_options
+from oatdeploy.runtime.commands.options import budget_options, graph_options
+from oatdeploy.runtime.selection import Budget
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -25,21 +27,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 @budget_options
 @graph_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the budget and a prediction per image.")
-def predict(deploy: str, images: tuple[str, ...], max_latency_ms: float | None, min_robust_acc: float | None,
-            min_clean_acc: float | None, objective: str, backend: str, precision: str, as_json: bool) -> None:
+def predict(deploy: str, images: tuple[str, ...], budget: Budget, backend: str, precision: str, as_json: bool) -> None:
     """Classify IMAGES (PNG/JPEG files, or folders of them) with DEPLOY's variant that meets the budget."""
-    from oatdeploy.images import image_files, load_image
-    from oatdeploy.labels import class_names
     from oatdeploy.runtime import Deployment
+    from oatdeploy.runtime.images import image_files, load_image
+    from oatdeploy.runtime.labels import class_names
 
     files = image_files(images)
     dep = Deployment.load(deploy, backend=backend, precision=precision)
-    model = dep.manifest["model"]
-    names = class_names(model.get("dataset"), int(model["num_classes"]))
-    inputs = [(f, load_image(f, model["input_shape"])[None]) for f in files]  # all read before any is served
-    budget = {"max_latency_ms": max_latency_ms, "min_robust_acc": min_robust_acc, "min_clean_acc": min_clean_acc}
+    model = dep.manifest.model
+    names = class_names(model.dataset, int(model.num_classes))  # type: ignore[arg-type]
+    inputs = [(f, load_image(f, model.input_shape)[None]) for f in files]  # all read before any is served
     predictions = []
-    with dep.switcher(backend=backend, precision=precision, objective=objective, max_loaded=1, **budget) as sw:
+    with dep.switcher(backend=backend, precision=precision, budget=budget, max_loaded=1) as sw:
         for path, x in inputs:
             logits, variant = sw(x, return_variant=True)
             probs = softmax(logits[0])
@@ -49,7 +49,7 @@ def predict(deploy: str, images: tuple[str, ...], max_latency_ms: float | None, 
                                 "served_by": variant.describe()})
     if as_json:
         click.echo(json.dumps({"deployment": deploy, "backend": backend, "precision": precision,
-                               "budget": {**budget, "objective": objective}, "predictions": predictions}, indent=2))
+                               "budget": asdict(budget), "predictions": predictions}, indent=2))
         return
     first = predictions[0]["variant"]
     click.echo(f"served by {predictions[0]['served_by']}, {backend} {precision}")

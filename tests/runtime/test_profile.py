@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from device.deploykit import oatdeploy
-from oatdeploy.commands.profile import format_profile
-from oatdeploy.errors import OatWarning
 from oatdeploy.runtime import Deployment
 from oatdeploy.runtime.backends.base import Runner
-from oatdeploy.runtime.manifest import read_manifest
+from oatdeploy.runtime.errors import OatWarning
+from oatdeploy.runtime.folder import read_manifest
+from oatdeploy.runtime.profile import format_profile
+from tests.runtime.deploykit import oatdeploy
 
 
 class Recorded(Runner):
@@ -62,9 +62,9 @@ def test_profiling_interleaves_the_variants_round_robin(folded: Path, monkeypatc
     recording(monkeypatch, log)
     rows = Deployment.load(folded).profile(rounds=3, min_runs=6, min_seconds=0.0, warmup=1)
     timed = blocks(log[6:])  # after one warm-up call each
-    names = [v["onnx"] for v in read_manifest(folded)["variants"]]
+    names = [v.onnx for v in read_manifest(folded).variants]
     assert timed == [(n, 2) for n in names + names[1:] + names[:1] + names[2:] + names[:2]]  # each round starts later
-    assert all(r["runs"] == 6 and len(r["round_p50_ms"]) == 3 for r in rows)
+    assert all(r.latency.runs == 6 and len(r.latency.round_p50_ms) == 3 for r in rows)
 
 
 def test_the_spread_between_rounds_is_stored_warned_about_shown_and_tied_on(folded: Path,
@@ -73,9 +73,9 @@ def test_the_spread_between_rounds_is_stored_warned_about_shown_and_tied_on(fold
     recording(monkeypatch, log, slow={"lam0-w0.5.onnx": range(1 + 20, 1 + 40)})  # its second round of 20 runs
     with pytest.warns(OatWarning, match=r"latency is noisy here: .*worst: lam0-w0.5 at batch 1, round medians"):
         rows = Deployment.load(folded).profile(rounds=3, min_runs=60, min_seconds=0.0, warmup=1)
-    saved = read_manifest(folded)["variants"][0]["latency"][rows[0]["key"]]
-    lo, hi = min(saved["round_p50_ms"]), max(saved["round_p50_ms"])
-    assert len(saved["round_p50_ms"]) == 3 and hi - lo > 1.5 and saved["p50_ms"] < hi
+    saved = read_manifest(folded).variants[0].latency[rows[0].key]
+    lo, hi = min(saved.round_p50_ms), max(saved.round_p50_ms)
+    assert len(saved.round_p50_ms) == 3 and hi - lo > 1.5 and saved.p50_ms < hi
     v = Deployment.load(folded).variants[0]
     assert v.latency_spread_ms == (lo, hi)
     table = format_profile(rows)
@@ -87,7 +87,6 @@ def test_cli_profile_shows_the_spread_and_takes_rounds(folded: Path) -> None:
     done = oatdeploy("profile", str(folded), "--runs", "5", "--rounds", "2", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "rounds p50 ms" in done.stdout and "spread" in done.stdout
-    assert all(len(v["latency"][next(iter(v["latency"]))]["round_p50_ms"]) == 2
-               for v in read_manifest(folded)["variants"])
+    assert all(len(next(iter(v.latency.values())).round_p50_ms) == 2 for v in read_manifest(folded).variants)
     done = oatdeploy("profile", str(folded), "--rounds", "1")
     assert done.returncode == 2 and "--rounds" in done.stderr

@@ -1,4 +1,5 @@
-"""`oatdeploy bench latency`: p50/p95 of every variant of a deployment, as a table or JSON. Torch-free."""
+"""`oatdeploy bench`: deployment latency here (`bench latency`, torch-free), training-step time on the workstation
+(`bench train-step`, imported only when asked for)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import json
 
 import click
 
-from oatdeploy.commands.options import graph_options
+from oatdeploy.runtime.commands import LazyGroup
+from oatdeploy.runtime.commands.options import graph_options
+
+
+@click.group(cls=LazyGroup, commands={"latency": f"{__name__}:latency",
+                                      "train-step": "oatdeploy.commands.bench_train_step:train_step"})
+def bench() -> None:
+    """Measure deployment latency and training speed on this machine."""
 
 
 @click.command()
@@ -17,8 +25,8 @@ from oatdeploy.commands.options import graph_options
 @click.option("--json", "as_json", is_flag=True)
 def latency(deploy: str, backend: str, precision: str, batch: int, runs: int, as_json: bool) -> None:
     """Time every variant of DEPLOY (also saved in the manifest, like `oatdeploy profile`)."""
-    from oatdeploy.commands.profile import format_profile
     from oatdeploy.runtime import Deployment
+    from oatdeploy.runtime.profile import format_profile
 
     dep = Deployment.load(deploy, backend=backend, precision=precision, batch=batch)
     rows = dep.profile(batches=(batch,), min_runs=runs)

@@ -10,13 +10,13 @@ import numpy as np
 import onnx
 import pytest
 
-from device.deploykit import edit_manifest, predict
-from device.fake_tensorrt import FakeCompiler, FakeEngine, HostCudart, fake_engine, install_tensorrt
-from oatdeploy.atomic import sha256_file
-from oatdeploy.errors import ArtifactError, InputError, OatError
 from oatdeploy.runtime import Deployment
+from oatdeploy.runtime.atomic import sha256_file
 from oatdeploy.runtime.backends.trt import TrtRunner
 from oatdeploy.runtime.engines import build_engines
+from oatdeploy.runtime.errors import ArtifactError, InputError, OatError
+from tests.runtime.deploykit import edit_manifest, predict
+from tests.runtime.fake_tensorrt import FakeCompiler, FakeEngine, HostCudart, fake_engine, install_tensorrt
 
 BAD_INPUTS = [
     (np.zeros((2, 8, 8, 1), np.float32), "NCHW, not NHWC"),  # NHWC
@@ -59,7 +59,7 @@ def gpu(monkeypatch: pytest.MonkeyPatch) -> HostCudart:
 
 def engine_runner(folded_master: Path, profile: tuple = (1, 1, 2), contexts: int = 2) -> tuple:
     model = (folded_master / "lam0-w1.onnx").read_bytes()
-    return TrtRunner(fake_engine(model, profile), {"precision": "fp32"}, "lam0-w1.engine", contexts=contexts), model
+    return TrtRunner(fake_engine(model, profile), "fp32", "lam0-w1.engine", contexts=contexts), model
 
 
 @pytest.mark.parametrize(("x", "says"), [*BAD_INPUTS, (np.zeros((3, 1, 8, 8), np.float32), "batch of 3")])

@@ -14,13 +14,12 @@ from typing import Any, Callable
 
 import pytest
 
-from device.deploykit import edit_manifest, oatdeploy
-from oatdeploy import atomic
-from oatdeploy.atomic import atomic_write_bytes, atomic_write_json
-from oatdeploy.errors import ArtifactError, OatWarning
-from oatdeploy.runtime import Deployment
-from oatdeploy.runtime.manifest import read_manifest
+from oatdeploy.runtime import Deployment, atomic
+from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json
+from oatdeploy.runtime.errors import ArtifactError, OatWarning
+from oatdeploy.runtime.folder import read_manifest
 from oatdeploy.runtime.precision import verify_precision
+from tests.runtime.deploykit import edit_manifest, oatdeploy
 
 
 @pytest.mark.parametrize("where", ["parent", "absolute", "symlink"])
@@ -46,10 +45,10 @@ def test_symlinks_inside_the_folder_are_fine(folded: Path) -> None:
 
 UPDATER = """
 import sys
-from oatdeploy.runtime.manifest import update_variants
+from oatdeploy.runtime.folder import update_variants
 def bump(v):
-    if v["id"] == "lam0-w0.5":
-        v["verification"]["counter"] = v["verification"].get("counter", 0) + 1
+    if v.id == "lam0-w0.5":
+        v.verification.samples += 1
 for _ in range(int(sys.argv[2])):
     update_variants(sys.argv[1], bump)
 """
@@ -57,9 +56,10 @@ for _ in range(int(sys.argv[2])):
 
 def test_two_processes_updating_the_manifest_lose_nothing(folded: Path) -> None:
     n = 150
+    before = read_manifest(folded).variants[0].verification.samples
     procs = [subprocess.Popen([sys.executable, "-c", UPDATER, str(folded), str(n)]) for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    assert read_manifest(folded)["variants"][0]["verification"]["counter"] == 2 * n
+    assert read_manifest(folded).variants[0].verification.samples == before + 2 * n
 
 
 def test_written_files_get_the_usual_mode_and_keep_a_replaced_files_mode(tmp_path: Path) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from oatdeploy.commands.options import calibration_options, int_list
+from oatdeploy.runtime.commands.options import calibration_options, int_list
+from oatdeploy.runtime.manifest import PRECISIONS
 
 
 @click.command("build-engines")
 @click.argument("deploy", type=click.Path(file_okay=False))
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--batch", "batch_profile", default="1,1,32", show_default=True, callback=int_list,
               help="Batch sizes the engines accept: min,opt,max (opt is the one tuned for).")
 @click.option("--workspace-mb", type=click.IntRange(min=1), default=1024, show_default=True,
@@ -24,11 +25,10 @@ def build_engines(deploy: str, precision: str, batch_profile: list[int], workspa
     before 10 it calibrates on DEPLOY/calib.npz (or --calib-data)."""
     from oatdeploy.runtime.engines import build_engines as build
 
-    entries = build(deploy, precision=precision, batch_profile=batch_profile, workspace_mb=workspace_mb,
-                    calib_size=calib_size, calib_data=calib_data,
-                    progress=not quiet)
-    for e in entries:
-        click.echo(f"{e['path']}  ({e['precision']} via {e['method']} from {e['onnx']}, batch "
-                   f"{e['batch_profile']['min']}..{e['batch_profile']['max']}, TensorRT {e['trt_version']}, "
-                   f"{e['device']} sm{e['compute_capability']})")
-    click.echo(f"recorded {len(entries)} engine(s) in {deploy}/manifest.json")
+    engines = build(deploy, precision=precision, batch_profile=batch_profile, workspace_mb=workspace_mb,
+                    calib_size=calib_size, calib_data=calib_data, progress=not quiet)
+    for e in engines:
+        batch = f"{e.batch_profile.min}..{e.batch_profile.max}" if e.batch_profile else "?"
+        click.echo(f"{e.path}  ({e.precision} via {e.method} from {e.onnx}, batch {batch}, TensorRT {e.trt_version}, "
+                   f"{e.device} sm{e.compute_capability})")
+    click.echo(f"recorded {len(engines)} engine(s) in {deploy}/manifest.json")

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from device.deploykit import edit_manifest
-from device.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
-from oatdeploy.errors import OatError, OatWarning
 from oatdeploy.runtime import Deployment
 from oatdeploy.runtime.engines import build_engines, plan_builds
-from oatdeploy.runtime.manifest import load_manifest, read_manifest, update_manifest
+from oatdeploy.runtime.errors import OatError, OatWarning
+from oatdeploy.runtime.folder import load_manifest, read_manifest, update_manifest
+from oatdeploy.runtime.manifest import Manifest
 from oatdeploy.runtime.quantize import quantize_deployment
+from tests.runtime.deploykit import edit_manifest
+from tests.runtime.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
 
 HERE = Path(__file__).parent
 
@@ -56,9 +57,7 @@ def managed_files(folder: Path) -> set:
 
 
 def referenced(folder: Path) -> set:
-    from oatdeploy.runtime.manifest import path_fields
-
-    return {rel for _, rel in path_fields(read_manifest(folder))}
+    return {ref.path for _, ref in read_manifest(folder).files()}
 
 
 def kill_at_every_rename(folder: Path, build: str) -> int:
@@ -90,7 +89,7 @@ def test_killing_build_engines_after_any_rename_never_bricks_the_deployment(shar
     assert renames >= 7  # two engines (written, renamed, recorded) and the timing cache
     serves_fp32(shared)
     manifest = read_manifest(shared)
-    assert all(len(v["engines"]) == 1 and v["engines"][0]["batch_profile"]["max"] == 8 for v in manifest["variants"])
+    assert all(len(v.engines) == 1 and v.engines[0].batch_profile.max == 8 for v in manifest.variants)
     assert managed_files(shared) == {p for p in referenced(shared) if p.startswith("engines/")}
 
 
@@ -137,29 +136,29 @@ def test_int8_engines_come_from_the_qdq_graph_on_tensorrt_10(folded: Path) -> No
     compiler = FakeCompiler("10.3.0")
     entries = build_engines(folded, "int8", batch_profile=(1, 1, 4), compiler=compiler, progress=False)
     manifest = read_manifest(folded)
-    for call, v in zip(compiler.calls, manifest["variants"]):
-        qdq = v["quantized"]["int8"]
+    for call, v in zip(compiler.calls, manifest.variants):
+        qdq = v.quantized["int8"]
         assert call["method"] == "int8-qdq" and call["calibration"] is None
-        assert call["label"] == qdq["onnx"] and call["graph"] == (folded / qdq["onnx"]).read_bytes()
-    assert {e["method"] for e in entries} == {"int8-qdq"}
-    assert all(v["engines"][0]["onnx"] == v["quantized"]["int8"]["onnx"] for v in manifest["variants"])
+        assert call["label"] == qdq.onnx and call["graph"] == (folded / qdq.onnx).read_bytes()
+    assert {e.method for e in entries} == {"int8-qdq"}
+    assert all(v.engines[0].onnx == v.quantized["int8"].onnx for v in manifest.variants)
 
 
 def test_tensorrt_8_calibrates_and_keeps_its_cache_hashed(folded: Path) -> None:
     compiler = FakeCompiler("8.5.2")
     entries = build_engines(folded, "int8", batch_profile=(1, 1, 4), calib_size=16, compiler=compiler,
                             progress=False)
-    assert {e["method"] for e in entries} == {"int8-calibrator"}
+    assert {e.method for e in entries} == {"int8-calibrator"}
     first = compiler.calls[0]
     assert first["label"] == "lam0-w0.5.onnx" and first["calibration"]["x"].shape == (16, 1, 8, 8)
-    caches = read_manifest(folded)["engine_caches"]
-    assert {c["kind"] for c in caches} == {"timing", "calibration"} and len(caches) == 7
+    caches = read_manifest(folded).engine_caches
+    assert {c.kind for c in caches} == {"timing", "calibration"} and len(caches) == 7
     again = FakeCompiler("8.5.2")
     build_engines(folded, "int8", batch_profile=(1, 1, 4), calib_size=16, compiler=again, progress=False)
     assert again.seed == b"timing:6" and again.calls[0]["calibration"]["cache"] == b"scales:lam0-w0.5.onnx"
     # a cache changed on disk is not fed to TensorRT: it is skipped, with a warning
-    timing = next(c for c in read_manifest(folded)["engine_caches"] if c["kind"] == "timing")
-    (folded / timing["path"]).write_bytes(b"crafted")
+    timing = next(c for c in read_manifest(folded).engine_caches if c.kind == "timing")
+    (folded / timing.path).write_bytes(b"crafted")
     third = FakeCompiler("8.5.2")
     with pytest.warns(OatWarning, match="not using a build cache"):
         build_engines(folded, "int8", batch_profile=(1, 1, 4), calib_size=16, compiler=third, progress=False)
@@ -179,17 +178,17 @@ def test_engines_for_another_device_or_a_stale_one(folded: Path, monkeypatch: py
     install_tensorrt(monkeypatch, HostCudart())
     build_engines(folded, "fp32", batch_profile=(1, 1, 4), compiler=FakeCompiler(), progress=False)
 
-    def other_gpu(m: dict) -> None:
-        for v in m["variants"]:
-            v["engines"][0]["device"] = "NVIDIA Jetson AGX Orin"
+    def other_gpu(m: Manifest) -> None:
+        for v in m.variants:
+            v.engines[0].device = "NVIDIA Jetson AGX Orin"
 
     update_manifest(folded, other_gpu)
     with pytest.raises(OatError, match=r"GPU NVIDIA Jetson AGX Orin at build, Fake GPU here.*oatdeploy build-engines"):
         Deployment.load(folded, backend="trt")
     build_engines(folded, "fp32", batch_profile=(1, 1, 4), compiler=FakeCompiler(), progress=False)
-    assert all(len(v["engines"]) == 2 for v in read_manifest(folded)["variants"])  # both devices' engines kept
+    assert all(len(v.engines) == 2 for v in read_manifest(folded).variants)  # both devices' engines kept
 
-    newest = read_manifest(folded)["variants"][0]["engines"][1]
+    newest = read_manifest(folded).variants[0].engines[1].to_json()
     shutil.copy(folded / newest["path"], folded / "engines" / "kept.engine")
 
     def older_copy(m: dict) -> None:  # an older, intact build for this device; the newest then goes bad

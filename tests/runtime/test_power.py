@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from device.deploykit import set_profile
-from oatdeploy.errors import OatError, OatWarning
 from oatdeploy.runtime import Deployment
-from oatdeploy.runtime.manifest import read_manifest
+from oatdeploy.runtime.errors import OatError, OatWarning
+from oatdeploy.runtime.folder import read_manifest
 from oatdeploy.runtime.power import power_state
+from tests.runtime.deploykit import set_profile
 
 NVPMODEL_CONF = """< PARAM TYPE=FILE NAME=CPU_ONLINE >
 CORE_0 /sys/devices/system/cpu/cpu0/online
@@ -83,9 +83,9 @@ def test_profiles_keep_their_conditions_and_select_warns_or_refuses(folded: Path
     dep = Deployment.load(folded, power_state=maxn)
     assert dep.key().split("|")[0].endswith("[MAXN]")
     dep.profile(min_runs=5, min_seconds=0.0, warmup=1)
-    saved = read_manifest(folded)["variants"][0]["latency"][dep.key()]
-    assert saved["power"]["mode"] == "MAXN" and saved["power"]["clocks"] == "pinned"
-    assert "tj-thermal" in saved["power"]["temperature_c"]
+    saved = read_manifest(folded).variants[0].latency[dep.key()]
+    assert saved.power["mode"] == "MAXN" and saved.power["clocks"] == "pinned"
+    assert "tj-thermal" in saved.power["temperature_c"]
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same mode: no warning

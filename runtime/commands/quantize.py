@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from oatdeploy.commands.options import calibration_options
+from oatdeploy.runtime.commands.options import calibration_options
+from oatdeploy.runtime.manifest import REDUCED
 
 
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
-@click.option("--precision", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True)
+@click.option("--precision", type=click.Choice(REDUCED), default="int8", show_default=True)
 @calibration_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def quantize(deploy: str, precision: str, calib_size: int, calib_data: str | None, quiet: bool) -> None:
@@ -18,6 +19,6 @@ def quantize(deploy: str, precision: str, calib_size: int, calib_data: str | Non
 
     rows = quantize_deployment(deploy, precision=precision, calib_size=calib_size, calib_data=calib_data,
                     progress=not quiet)
-    for r in rows:
-        click.echo(f"{r['onnx']}  serves {', '.join(r['variants'])}")
+    for graph, served in rows:
+        click.echo(f"{graph.onnx}  serves {', '.join(served)}")
     click.echo(f"next: `oatdeploy verify {deploy} --precision {precision}` measures its SA/RA")

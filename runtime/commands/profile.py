@@ -4,26 +4,8 @@ from __future__ import annotations
 
 import click
 
-from oatdeploy.commands.options import graph_options
-
-
-def format_profile(rows: list[dict[str, object]]) -> str:
-    """One line per (variant, batch): p50, the lowest-highest round median (the noise), p95, how many runs."""
-    from oatdeploy.runtime.profile import NOISY, spread
-
-    head = (f"{'variant':<14} {'batch':>5} {'p50 ms':>8} {'rounds p50 ms':>17} {'spread':>7} {'p95 ms':>8} "
-            f"{'runs':>6}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        s = spread(r)
-        between = "n/a" if s is None else f"{s[0]:.3f}-{s[1]:.3f}"
-        width = "n/a" if s is None else f"{(s[1] - s[0]) / r['p50_ms']:.0%}"
-        flag = " !" if s is not None and s[1] - s[0] > NOISY * r["p50_ms"] else ""
-        lines.append(f"{r['id']:<14} {r['batch']:>5} {r['p50_ms']:>8.3f} {between:>17} {width:>7} "
-                     f"{r['p95_ms']:>8.3f} {r['runs']:>6}{flag}")
-    lines.append("rounds p50: the lowest and highest median of the profiling rounds; spread: their gap over the "
-                 f"p50 (! above {NOISY:.0%}); select treats p50s within the spread as tied")
-    return "\n".join(lines)
+from oatdeploy.runtime.commands.options import graph_options
+from oatdeploy.runtime.profile import format_profile
 
 
 @click.command()

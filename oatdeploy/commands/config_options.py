@@ -1,0 +1,50 @@
+"""Options derived from a config dataclass's fields (TrainConfig): name, type and default come from the field."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import click
+
+from oatdeploy.config import default_of, option_name, option_text, user_fields
+from oatdeploy.runtime.commands.options import FloatList
+
+SCALARS: dict[str, click.ParamType] = {"str": click.STRING, "int": click.INT, "float": click.FLOAT,
+                                      "list[float]": FloatList()}
+
+
+def field_option(f: dataclasses.Field[Any], **spec: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option for one config field: its name, type and default come from the field; `spec` adds help,
+    a narrower type (a range, a choice), `default` or `required`."""
+    base = str(f.type).replace(" | None", "")
+    spec.setdefault("default", default_of(f))
+    if base == "bool":
+        on = option_name(f).partition("/")[0]
+        decls = [option_name(f) if "/" in option_name(f) else f"{on}/--no-{on.removeprefix('--')}", f.name]
+        return click.option(*decls, show_default=True, **spec)
+    if base not in SCALARS and "type" not in spec:
+        raise TypeError(f"no click type for config field {f.name}: {f.type}; give one in its option spec")
+    spec.setdefault("type", SCALARS.get(base))
+    if isinstance(spec["default"], list | tuple):  # shown as typed: 0,0.1,1
+        spec["default"] = option_text(f, spec["default"]).partition(" ")[2]
+    spec.setdefault("show_default", not spec.get("required"))
+    return click.option(option_name(f), f.name, **spec)
+
+
+def config_options(config_cls: type, specs: Mapping[str, Mapping[str, Any]], only: Collection[str] | None = None,
+                   defaults: Mapping[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One option per user field of `config_cls` (or those in `only`), in field order, defined once for every
+    command that takes them; `defaults` overrides a field's default for one command."""
+    fields = [f for f in user_fields(config_cls) if only is None or f.name in only]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for f in reversed(fields):  # click lists options in the order their decorators are applied, last first
+            spec = dict(specs.get(f.name, {}))
+            if defaults and f.name in defaults:
+                spec["default"] = defaults[f.name]
+            command = field_option(f, **spec)(command)
+        return command
+
+    return decorate
