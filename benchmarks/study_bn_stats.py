@@ -26,7 +26,7 @@ from study_oat_vs_dedicated import provenance
 from oatdeploy import data as datasets
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.checkpoint import load_supernet
-from oatdeploy.commands.demo import DEMO_EVAL
+from oatdeploy.demo import DEMO_EVAL
 from oatdeploy.evaluate import PGDEval, accuracy_fields, correct_mask, knob_summary
 from oatdeploy.nn.dual_bn import SwitchableDualBN2d
 from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json

@@ -24,7 +24,7 @@ from typing import Any
 from study_knob import LR10, PAPER_SHARE, SHARED_HEAD
 from study_oat_vs_dedicated import chosen_levers, provenance, trained_report
 
-from oatdeploy.commands.demo import DEMO_EVAL, DEMO_TRAIN
+from oatdeploy.demo import DEMO_EVAL, DEMO_TRAIN
 from oatdeploy.evaluate import knob_summary, run_evaluation
 from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json
 from oatdeploy.trainer import TrainConfig

@@ -21,6 +21,9 @@ if __name__ != "oatdeploy":  # e.g. `oatdeploy.oatdeploy` through the checkout r
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from oatdeploy.config import TrainConfig
     from oatdeploy.supernet import Supernet
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,4 +39,34 @@ def load_checkpoint(path: Any) -> Supernet:
     return load_supernet(path)
 
 
-__all__ = ["__version__", "load_checkpoint"]
+def train(config: TrainConfig | None = None, *, resume: bool = False, progress: bool = True, **fields: Any) -> Path:
+    """Train a supernet (a `TrainConfig`, or its fields as keywords: `train(out="runs/x", epochs=2)`); returns
+    RUN/supernet.pt. `resume` continues the checkpoint in `out`."""
+    from dataclasses import replace
+
+    from oatdeploy.config import TrainConfig
+    from oatdeploy.trainer import train as run
+
+    config = replace(config, **fields) if config is not None else TrainConfig(**fields)
+    return run(config, resume=resume, progress=progress)
+
+
+# The rest of the pipeline, imported on first use (the workstation side needs torch and Python 3.10+):
+LAZY = {
+    "TrainConfig": "oatdeploy.config",  # every option of a training run
+    "run_evaluation": "oatdeploy.evaluate",  # SA/RA per (λ, width) -> eval.json's layout
+    "export_deployment": "oatdeploy.export.pipeline",  # fold, export, verify -> a deployment folder
+    "run_demo": "oatdeploy.demo",  # train -> evaluate -> export -> profile -> select on the embedded data
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["TrainConfig", "__version__", "export_deployment", "load_checkpoint", "run_demo", "run_evaluation",
+           "train"]

@@ -15,6 +15,7 @@ import torch
 from oatdeploy.config import LEGACY
 from oatdeploy.models import OATModel, create_model
 from oatdeploy.runtime.atomic import atomic_save
+from oatdeploy.runtime.checks import check_header
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.supernet import Supernet
 
@@ -49,11 +50,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # a truncated or foreign file: report it as bad input, not a crash
         raise ArtifactError(f"{path} is not a readable oatdeploy checkpoint: {unreadable_reason(path, e)}; "
                             f"point to the supernet.pt that `oatdeploy train` wrote, or copy it again") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ArtifactError(f"{path} is not an oatdeploy supernet checkpoint (no '{FORMAT}' header)")
-    if payload.get("version") != VERSION:
-        raise ArtifactError(f"{path} has checkpoint version {payload.get('version')}; this oatdeploy reads "
-                            f"version {VERSION}; upgrade oatdeploy")
+    check_header(payload, path, "supernet checkpoint", FORMAT, VERSION, "upgrade oatdeploy")
     try:
         payload["config"] = json.loads(payload.pop("config_json"))
         missing = [k for k in ("model", "encoding") if k not in payload]
@@ -86,7 +83,7 @@ def model_from_config(config: dict[str, Any]) -> OATModel:
 
 
 def load_supernet(path: str | os.PathLike) -> Supernet:
-    """The eval-mode supernet on CPU (DESIGN.md's `oatdeploy.load_checkpoint`)."""
+    """The eval-mode supernet on CPU (`oatdeploy.load_checkpoint`)."""
     payload = read_checkpoint(path)
     model = model_from_config(payload["config"])
     try:

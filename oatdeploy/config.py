@@ -20,7 +20,11 @@ from typing import Any
 from oatdeploy.runtime.errors import OatError
 
 DEFAULT_LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 1.0)
+# The choices of a training run, defined here (torch-free) for the command line, the trainer and the models:
 OBJECTIVES = ("weighted", "sampled")  # how a λ > 0 sample's two loss terms are combined (the CLI help says)
+ENCODINGS = ("rand", "none", "onehot", "dct")  # how λ is fed to FiLM (oatdeploy.lambdas)
+FILM_KINDS = ("linear", "mlp", "paper")  # how FiLM turns the encoding into a scale and shift (oatdeploy.nn.film)
+WIDTH_RULES = ("all", "sandwich")  # which widths one step trains
 DERIVED = {"derived": True}
 # What a checkpoint written before a field existed was trained with (not the field's default today).
 LEGACY = {"film": "mlp", "lambda_head": False, "objective": "weighted"}

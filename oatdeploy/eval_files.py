@@ -10,6 +10,7 @@ from oatdeploy.runtime.atomic import sha256_file
 from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.manifest import describe_evaluation
 
+ATTACKS = ("pgd", "apgd-ce", "autoattack")  # what `oatdeploy eval --attack` runs (oatdeploy.evaluate.make_attack)
 # What makes two evaluations the same: a file may be rewritten only by an evaluation equal in all of these.
 SIGNATURE = ("attack", "num_samples", "dataset", "split")
 

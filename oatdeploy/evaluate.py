@@ -12,11 +12,11 @@ import torch
 from tqdm.auto import tqdm
 
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
+from oatdeploy.eval_files import ATTACKS
 from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.manifest import ACCURACIES, same_choice
 from oatdeploy.runtime.stats import paired_difference_interval, wilson_interval
 from oatdeploy.supernet import Supernet
-
-ATTACKS = ("pgd", "apgd-ce", "autoattack")
 
 
 class RobustAccuracy(Protocol):
@@ -135,7 +135,7 @@ def format_table(report: dict[str, Any]) -> str:
         ci = r.get(f"{kind}_ci95")
         return f"{r[f'{kind}_acc']:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
 
-    cols = [(w, kind) for w in widths for kind in ("clean", "robust")]
+    cols = [(w, kind) for w in widths for kind in ACCURACIES]
     texts = {(lam, w, k): acc(cell[lam, w], k) for lam in lambdas for w, k in cols}
     size = max(len(t) for t in texts.values())
     head = f"{'λ':<6}" + "".join(f"  {('SA' if k == 'clean' else 'RA') + f' w={w:g}':>{size}}" for w, k in cols)
@@ -155,7 +155,7 @@ def knob_summary(report: dict[str, Any], width: float | None = None) -> list[str
     """
     rows = report["results"]
     width = max(r["width"] for r in rows) if width is None else width
-    by_lam = {r["lambda"]: r for r in rows if abs(r["width"] - width) < 1e-9 and "clean_correct" in r}
+    by_lam = {r["lambda"]: r for r in rows if same_choice(r["width"], width) and "clean_correct" in r}
     positive = sorted(v for v in by_lam if v > 0)
     if not positive:
         return []

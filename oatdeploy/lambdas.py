@@ -13,10 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from oatdeploy.config import DEFAULT_LAMBDAS  # noqa: F401  (defined with TrainConfig, torch-free)
+from oatdeploy.config import ENCODINGS
 from oatdeploy.runtime.errors import OatError
-
-ENCODINGS = ("rand", "none", "onehot", "dct")
 
 
 def check_lambdas(lambdas: Sequence[float]) -> list[float]:

@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from oatdeploy.checkpoint import model_from_config, save_checkpoint
+from oatdeploy.config import ENCODINGS
 from oatdeploy.data import DEFAULT_EPS, VAL_HOLDOUT
 from oatdeploy.lambdas import check_widths
 from oatdeploy.runtime.atomic import atomic_write_json, sha256_file
 from oatdeploy.runtime.errors import OatError
 
 ARCHS = ("resnet34", "wrn16_8", "wrn40_2")
-ENCODINGS = ("rand", "onehot", "dct", "none")
 DATASETS = ("cifar10", "svhn", "stl10")
 INPUT_SIZE = {"cifar10": 32, "svhn": 32, "stl10": 96}
 # The reference pools with a fixed window (avg_pool2d 4, 8 and 24), so each model is defined for one input size.

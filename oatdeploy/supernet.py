@@ -1,4 +1,4 @@
-"""A trained supernet behind the API of DESIGN.md: `predict(x, lam, width)` and `subnet(lam, width)`."""
+"""A trained supernet behind the Python API: `predict(x, lam, width)` and `subnet(lam, width)`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from oatdeploy.models import FoldCtx, OATModel
 from oatdeploy.models.plain import PlainNet
+from oatdeploy.runtime.manifest import choice_index
 
 
 class Supernet:
@@ -32,16 +33,10 @@ class Supernet:
         return lam == 0.0 or not self.dual_bn
 
     def lam_index(self, lam: float) -> int:
-        for i, v in enumerate(self.lambdas):
-            if abs(v - float(lam)) < 1e-6:
-                return i
-        raise ValueError(f"λ={lam} was not trained; choose one of {self.lambdas}")
+        return choice_index(lam, self.lambdas, "λ")
 
     def width_index(self, width: float) -> int:
-        for i, v in enumerate(self.widths):
-            if abs(v - float(width)) < 1e-6:
-                return i
-        raise ValueError(f"width={width} was not trained; choose one of {self.widths}")
+        return choice_index(width, self.widths, "width")
 
     def forward_fn(self, lam: float, width: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """A differentiable x -> logits for one (λ, width), in the model's current mode (for attacks)."""

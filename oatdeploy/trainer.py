@@ -40,7 +40,14 @@ from tqdm.auto import tqdm
 from oatdeploy import data as datasets
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
 from oatdeploy.checkpoint import model_from_config, read_checkpoint, save_checkpoint
-from oatdeploy.config import OBJECTIVES, TrainConfig, changed_from_default, resumed_config
+from oatdeploy.config import (
+    FILM_KINDS,
+    OBJECTIVES,
+    WIDTH_RULES,
+    TrainConfig,
+    changed_from_default,
+    resumed_config,
+)
 from oatdeploy.distributed import (
     DistInfo,
     any_rank,
@@ -62,7 +69,7 @@ from oatdeploy.lambdas import (
     sample_terms,
 )
 from oatdeploy.models import OATModel
-from oatdeploy.nn import FILM_KINDS, SwitchableFiLM, SwitchableLambdaLinear
+from oatdeploy.nn import SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
 from oatdeploy.resume import RankStreams, restore_streams
 from oatdeploy.runtime.atomic import atomic_write_json
@@ -255,8 +262,8 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
         raise OatError("--film-lr-scale must be positive and --film-weight-decay non-negative")
     if cfg.objective not in OBJECTIVES:
         raise OatError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
-    if cfg.width_rule not in ("all", "sandwich"):
-        raise OatError(f"--width-rule must be 'all' or 'sandwich', got {cfg.width_rule!r}")
+    if cfg.width_rule not in WIDTH_RULES:
+        raise OatError(f"--width-rule must be one of {', '.join(WIDTH_RULES)}, got {cfg.width_rule!r}")
     if cfg.batch_size < 2:
         raise OatError(f"--batch-size must be at least 2, got {cfg.batch_size}")
     if cfg.batch_size % world_size or cfg.batch_size // world_size < 2:

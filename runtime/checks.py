@@ -18,7 +18,7 @@ import re
 import warnings
 from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
-from oatdeploy.runtime.errors import OatWarning
+from oatdeploy.runtime.errors import ArtifactError, OatWarning
 
 Check = Callable[[Any, str], Any]
 R = TypeVar("R", bound="Record")
@@ -185,6 +185,15 @@ def no_duplicate_keys(pairs: list) -> dict[str, Any]:
             raise Invalid(repr(key), "appears twice in one object; keep one")
         out[key] = value
     return out
+
+
+def check_header(data: Any, path: Any, what: str, fmt: str, version: int, fix: str) -> None:
+    """Refuse a file that is not a `fmt` object (a foreign file) or is another version of it, in one line."""
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise ArtifactError(f"{path} is not an oatdeploy {what} (format must be {fmt!r})")
+    if data.get("version") != version:
+        raise ArtifactError(f"{path} has {what} version {data.get('version')!r}; this oatdeploy reads version "
+                            f"{version}: {fix}")
 
 
 def required(check: Check, key: str | None = None) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
 from oatdeploy.runtime.atomic import PathLike, atomic_write_json, sha256_bytes, sha256_file
-from oatdeploy.runtime.checks import Invalid, no_duplicate_keys
+from oatdeploy.runtime.checks import Invalid, check_header, no_duplicate_keys
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, Manifest, VariantEntry, parse_manifest
 
@@ -54,11 +54,7 @@ def read_manifest(folder: PathLike) -> Manifest:
         raise ArtifactError(f"{path} is not valid JSON ({e}); re-run `oatdeploy export`") from None
     except Invalid as e:
         raise ArtifactError(f"{path}: the key {e}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ArtifactError(f"{path} is not an oatdeploy manifest (format must be {FORMAT!r})")
-    if data.get("version") != VERSION:
-        raise ArtifactError(f"{path} has manifest version {data.get('version')!r}; this oatdeploy reads "
-                            f"version {VERSION}: re-export with this version or upgrade oatdeploy")
+    check_header(data, path, "manifest", FORMAT, VERSION, "re-export with this version or upgrade oatdeploy")
     try:
         manifest = parse_manifest(data)
     except Invalid as e:

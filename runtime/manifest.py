@@ -38,6 +38,7 @@ FILENAME = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8")  # what a variant can be served at
 REDUCED = PRECISIONS[1:]  # what `quantize` and `verify` make and measure
 MODES = ("folded", "shared")  # one graph per (λ, width), or one per width with λ as an input
+ACCURACIES = ("clean", "robust")  # what every variant's metrics hold: SA (clean_acc) and RA (robust_acc)
 TOLERANCE = 1e-6  # two λs (or widths) closer than this are the same choice
 
 

@@ -55,7 +55,7 @@ def device_title(key: str) -> str:
     if len(parts) != 4:
         return key
     device, backend, precision, batch = parts
-    return f"{device}, {BACKENDS.get(backend, backend)} {precision}, batch {batch.lstrip('b')}"
+    return f"{device}, {BACKENDS.get(backend, backend)} {precision}, batch\u00a0{batch.lstrip('b')}"  # kept on a line
 
 
 def _errors(values: Sequence[float], intervals: Sequence[tuple[float, float] | None]) -> list[list[float]] | None:

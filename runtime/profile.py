@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,6 +29,9 @@ class Measured(NamedTuple):
     id: str
     key: str
     latency: Latency
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "key": self.key, **self.latency.to_json()}
 
 
 def timed_runs(runner: Runner, x: np.ndarray, lam_index: int | None, min_runs: int, min_seconds: float,

@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
 
 from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.manifest import ACCURACIES
 from oatdeploy.runtime.stats import intervals_overlap
 
-OBJECTIVES = ("clean", "robust")
+OBJECTIVES = ACCURACIES  # what the chosen variant maximises within the budget
 
 
 class NoFeasibleVariant(OatError):

@@ -16,6 +16,7 @@ from oatdeploy.export import parity
 from oatdeploy.export.onnx_export import export_onnx, op_types
 from oatdeploy.export.parity import check_parity, cpu_session, run_graph
 from oatdeploy.export.pipeline import export_deployment
+from oatdeploy.runtime import Deployment
 from oatdeploy.runtime.atomic import sha256_file
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.folder import load_manifest
@@ -34,7 +35,7 @@ def shared(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_folded_graph_matches_the_supernet_and_is_plain(folded: Path, trained_run: Path) -> None:
     sn = oatdeploy.load_checkpoint(trained_run / "supernet.pt")
-    manifest = load_manifest(folded)
+    manifest = load_manifest(folded).to_json()
     assert {(v["lambda"], v["width"]) for v in manifest["variants"]} == {
         (lam, w) for lam in sn.lambdas for w in sn.widths}
     x = torch.rand(5, 1, 28, 28)
@@ -49,7 +50,7 @@ def test_every_folded_graph_matches_the_supernet_and_is_plain(folded: Path, trai
 
 def test_shared_graph_is_exact_for_every_lambda(shared: Path, trained_run: Path) -> None:
     sn = oatdeploy.load_checkpoint(trained_run / "supernet.pt")
-    manifest = load_manifest(shared)
+    manifest = load_manifest(shared).to_json()
     assert len({v["onnx"] for v in manifest["variants"]}) == len(sn.widths)
     x = torch.rand(4, 1, 28, 28)
     for v in manifest["variants"]:
@@ -83,7 +84,7 @@ def test_random_init_export_is_exact(arch: str, shape: tuple[int, int, int], fil
 
 def test_verification_catches_a_corrupted_weight(folded: Path, trained_run: Path, tmp_path: Path) -> None:
     sn = oatdeploy.load_checkpoint(trained_run / "supernet.pt")
-    v = load_manifest(folded)["variants"][-1]
+    v = load_manifest(folded).to_json()["variants"][-1]
     model = onnx.load(str(folded / v["onnx"]))
     weight = model.graph.initializer[0]
     array = numpy_helper.to_array(weight).copy()
@@ -92,14 +93,14 @@ def test_verification_catches_a_corrupted_weight(folded: Path, trained_run: Path
     onnx.save(model, str(tmp_path / "bad.onnx"))
     x = torch.rand(8, 1, 28, 28)
     reference = sn.predict(x, v["lambda"], v["width"]).numpy()
-    assert check_parity(cpu_session(folded / v["onnx"]), x.numpy(), reference, "good")["max_abs_diff"] < 1e-4
+    assert check_parity(cpu_session(folded / v["onnx"]), x.numpy(), reference, "good").max_abs_diff < 1e-4
     with pytest.raises(ArtifactError, match="differs from the supernet"):
         check_parity(cpu_session(tmp_path / "bad.onnx"), x.numpy(), reference, "bad")
 
 
 def test_manifest_round_trip(folded: Path, trained_run: Path) -> None:
     manifest = json.loads((folded / "manifest.json").read_text())
-    assert manifest == load_manifest(folded)  # the runtime reader accepts it and every sha256 matches
+    assert manifest == load_manifest(folded).to_json()  # the reader accepts it, every sha256 matches, nothing lost
     assert manifest["format"] == "oatdeploy-manifest" and manifest["version"] == 1
     assert set(manifest) >= {"model", "threat_model", "source", "calibration", "verification", "metrics_source"}
     assert manifest["model"]["input_shape"] == [1, 28, 28] and manifest["model"]["lambdas"] == [0.0, 0.4, 1.0]
@@ -177,5 +178,19 @@ def test_a_stale_eval_json_is_ignored(tiny_ckpt: Path, trained_run: Path, tmp_pa
     (run / "eval.json").write_text((trained_run / "eval.json").read_text())  # another checkpoint's numbers
     manifest = export_deployment(run / "supernet.pt", tmp_path / "d", verify_samples=4, calib_samples=4,
                                  adv_steps=1, progress=False)
-    assert manifest["variants"][0]["metrics"]["clean_acc"] is None
-    assert manifest["metrics_source"]["origin"] is None and "oatdeploy eval" in manifest["metrics_source"]["note"]
+    assert manifest.variants[0].metrics.clean_acc is None
+    assert manifest.metrics_source.origin is None and "oatdeploy eval" in manifest.metrics_source.note
+
+
+def test_shared_mode_serves_the_same_function_with_one_graph_per_width(profiled_deploy: Path, shared: Path) -> None:
+    folded, shared = Deployment.load(profiled_deploy), Deployment.load(shared)
+    assert {v.id for v in folded.variants} == {v.id for v in shared.variants}
+    assert len({v.path for v in shared.variants}) == 2
+    x = shared.sample_input(8)
+    sw = shared.switcher(history=100)
+    assert len(sw._runners) == 2
+    for v in folded.variants:
+        sw.use(v.id)
+        with folded.runner(v) as r:
+            np.testing.assert_allclose(sw(x), r.infer(x), atol=1e-4)
+    assert list(sw.served) == [v.id for v in folded.variants]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from oatdeploy.config import DEFAULT_LAMBDAS
 from oatdeploy.lambdas import (
-    DEFAULT_LAMBDAS,
     build_table,
     check_lambdas,
     check_weights,

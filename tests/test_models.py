@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import oatdeploy
+from oatdeploy.config import FILM_KINDS
 from oatdeploy.lambdas import build_table
 from oatdeploy.models import create_model, list_models
-from oatdeploy.nn import FILM_KINDS, LambdaLinear, LinearFiLM
+from oatdeploy.nn import LambdaLinear, LinearFiLM
 from oatdeploy.runtime.errors import OatError
 from oatdeploy.supernet import Supernet
 from tests.conftest import train_run
@@ -90,9 +91,9 @@ def test_single_bn_ablation_folds_with_the_clean_bn() -> None:
 
 def test_untrained_lambda_or_width_names_the_choices() -> None:
     sn = randomized_supernet("resnet20", 1, 28)
-    with pytest.raises(ValueError, match=r"0\.0, 0\.2, 1\.0"):
+    with pytest.raises(ValueError, match=r"λ=0\.3 was not trained; choose one of 0, 0\.2, 1$"):
         sn.subnet(0.3, 1.0)
-    with pytest.raises(ValueError, match=r"0\.5, 0\.75, 1\.0"):
+    with pytest.raises(ValueError, match=r"width=0\.6 was not trained; choose one of 0\.5, 0\.75, 1$"):
         sn.predict(torch.rand(1, 1, 28, 28), 0.2, 0.6)
 
 

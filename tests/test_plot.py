@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oatdeploy.runtime import Deployment, NoFeasibleVariant, pareto_front
+from oatdeploy.runtime import Budget, Deployment, NoFeasibleVariant, pareto_front
 from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.plots import MIN_SPAN, Outcome, accuracy_limits, draw_deployment, plot_deployment
 from tests.conftest import oatdeploy_cli
@@ -97,11 +97,11 @@ def test_oat_error_when_matplotlib_is_missing(monkeypatch: pytest.MonkeyPatch, p
         plot_deployment(dep.variants, dep.key(), tmp_path / "x.png")
 
 
-def outcomes_for(dep: Deployment, *budgets: dict) -> list[Outcome]:
+def outcomes_for(dep: Deployment, *budgets: Budget) -> list[Outcome]:
     out = []
     for budget in budgets:
         try:
-            out.append(Outcome(budget, dep.choose(**budget)))
+            out.append(Outcome(budget, dep.choose(budget)))
         except NoFeasibleVariant as e:
             out.append(Outcome(budget, error=str(e)))
     return out
@@ -114,8 +114,7 @@ def drawn(profiled_deploy: Path) -> Iterator[tuple]:
 
     dep = Deployment.load(profiled_deploy)
     fastest = min(v.latency_ms for v in dep.variants)
-    outcomes = outcomes_for(dep, {"max_latency_ms": 1.5 * fastest, "min_robust_acc": 0.0},
-                            {"min_robust_acc": 0.99})
+    outcomes = outcomes_for(dep, Budget(max_latency_ms=1.5 * fastest, min_robust_acc=0.0), Budget(min_robust_acc=0.99))
     fig = draw_deployment(dep.variants, dep.key(), outcomes, title="t")
     yield dep, outcomes, fig
     plt.close(fig)
@@ -166,7 +165,8 @@ def test_labels_overlap_nothing_and_stay_inside_the_figure(drawn: tuple) -> None
 def test_titles_read_as_words_and_each_plane_rings_its_own_front(drawn: tuple) -> None:
     dep, _, fig = drawn
     left, right = fig.axes[:2]
-    assert "|" not in right.get_title() and "ONNX Runtime fp32, batch 1" in right.get_title()
+    title = " ".join(right.get_title().split())  # as read: wrapped lines, non-breaking spaces
+    assert "|" not in title and "ONNX Runtime fp32, batch 1" in title
     for ax, axes in ((left, ("clean", "robust")), (right, ("clean", "latency"))):
         rings = next(c for c in ax.collections if c.get_gid() == "pareto-front").get_offsets()
         front = pareto_front(dep.variants, axes=axes)
@@ -180,13 +180,13 @@ def test_every_budget_is_drawn_and_said_in_words(drawn: tuple) -> None:
     left, right, words = fig.axes
     text = " ".join(t.get_text() for t in words.texts).replace("\n", " ")
     met, _ = outcomes
-    assert f"Budget 1 (p50 ≤ {met.budget['max_latency_ms']:.3g} ms, RA ≥ 0): chose {met.choice.variant.id}" in text
+    assert f"Budget 1 (p50 ≤ {met.budget.max_latency_ms:.3g} ms, RA ≥ 0): chose {met.choice.variant.id}" in text
     assert "Budget 2 (RA ≥ 0.99): nothing chosen: no variant meets the budget" in text
     assert "robust accuracy binds" in text
     ra_lines = [ln.get_xdata()[0] for ln in left.get_lines() if ln.get_linestyle() == ":"]
     assert sorted(ra_lines) == [0.0, 0.99]  # both RA budgets, on the RA axis
     assert [ln.get_xdata()[0] for ln in right.get_lines() if ln.get_linestyle() == ":"] == [
-        met.budget["max_latency_ms"]]
+        met.budget.max_latency_ms]
     assert any(t.get_text() == f"budget 1 chose {met.choice.variant.id}" for t in left.get_legend().get_texts())
 
 

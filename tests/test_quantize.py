@@ -40,28 +40,28 @@ def copy_of(deploy: Path, tmp_path: Path) -> Path:
 def test_int8_ort_quantize_verify_and_select(folded: Path) -> None:
     rows = quantize_deployment(folded, "int8", calib_size=64, progress=False)
     manifest = load_manifest(folded)  # the quantized files are now sha256-checked artifacts too
-    assert len(rows) == len(manifest["variants"])
-    for v in manifest["variants"]:
-        q = v["quantized"]["int8"]
-        assert q["onnx"] == f"quantized/{v['id']}-int8-{q['sha256'][:12]}.onnx"
-        assert q["sha256"] == sha256_file(folded / q["onnx"])
-        ops = {n.op_type for n in onnx.load(str(folded / q["onnx"])).graph.node}
+    assert len(rows) == len(manifest.variants)
+    for v in manifest.variants:
+        q = v.quantized["int8"]
+        assert q.onnx == f"quantized/{v.id}-int8-{q.sha256[:12]}.onnx"
+        assert q.sha256 == sha256_file(folded / q.onnx)
+        ops = {n.op_type for n in onnx.load(str(folded / q.onnx)).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     results = verify_precision(folded, "int8", progress=False)
     manifest = load_manifest(folded)
-    for r, v in zip(results, manifest["variants"], strict=True):
-        m = v["precision_metrics"]["int8"]
-        assert m["source"] == "ort-int8" and m["samples"] == SAMPLES
-        assert (m["clean_acc"], m["robust_acc"]) == (r["clean_acc"], r["robust_acc"])
-        assert 0 <= m["clean_acc"] <= 1 and 0 <= m["robust_acc"] <= 1
+    for (vid, r), v in zip(results, manifest.variants, strict=True):
+        m = v.precision_metrics["int8"]
+        assert vid == v.id and m.source == "ort-int8" and m.samples == SAMPLES
+        assert (m.clean_acc, m.robust_acc) == (r.clean_acc, r.robust_acc)
+        assert 0 <= m.clean_acc <= 1 and 0 <= m.robust_acc <= 1
         # a few points at most on 64 images: int8 must not change what the network is
-        assert abs(m["clean_acc"] - m["fp32"]["clean_acc"]) <= 0.1
-        assert abs(m["robust_acc"] - m["fp32"]["robust_acc"]) <= 0.1
+        assert abs(m.clean_acc - m.fp32.clean_acc) <= 0.1
+        assert abs(m.robust_acc - m.fp32.robust_acc) <= 0.1
     dep = Deployment.load(folded, precision="int8")
     by_id = {v.id: v for v in dep.variants}
-    for v in manifest["variants"]:
-        assert by_id[v["id"]].clean_acc == v["precision_metrics"]["int8"]["clean_acc"]
-        assert by_id[v["id"]].path == v["quantized"]["int8"]["onnx"]
+    for v in manifest.variants:
+        assert by_id[v.id].clean_acc == v.precision_metrics["int8"].clean_acc
+        assert by_id[v.id].path == v.quantized["int8"].onnx
     best = dep.select(min_robust_acc=0.0, strict=True)  # int8 point estimates decide, not fp32's
     assert best.clean_acc == max(v.clean_acc for v in dep.variants)
 
@@ -72,22 +72,22 @@ def test_fp16_ort_via_cli_prints_fp32_beside_fp16(folded: Path) -> None:
     done = oatdeploy_cli("verify", str(folded), "--precision", "fp16", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "SA fp32" in done.stdout and "RA fp16" in done.stdout and "lam0.4-w0.5" in done.stdout
-    for v in load_manifest(folded)["variants"]:
-        m = v["precision_metrics"]["fp16"]
-        assert m["source"] == "ort-fp16"
-        assert abs(m["clean_acc"] - m["fp32"]["clean_acc"]) <= 2 / SAMPLES  # fp16 flips at most a borderline image
-        model = onnx.load(str(folded / v["quantized"]["fp16"]["onnx"]))
+    for v in load_manifest(folded).variants:
+        m = v.precision_metrics["fp16"]
+        assert m.source == "ort-fp16"
+        assert abs(m.clean_acc - m.fp32.clean_acc) <= 2 / SAMPLES  # fp16 flips at most a borderline image
+        model = onnx.load(str(folded / v.quantized["fp16"].onnx))
         assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 I/O kept
 
 
 def test_shared_graphs_quantize_once_per_width_and_verify_every_lambda(shared: Path) -> None:
     rows = quantize_deployment(shared, "int8", calib_size=64, progress=False)
     manifest = load_manifest(shared)
-    assert len(rows) == len(manifest["model"]["widths"])
-    assert {r["onnx"] for r in rows} == {v["quantized"]["int8"]["onnx"] for v in manifest["variants"]}
+    assert len(rows) == len(manifest.model.widths)
+    assert {graph.onnx for graph, _ in rows} == {v.quantized["int8"].onnx for v in manifest.variants}
     results = verify_precision(shared, "int8", progress=False)
-    assert [r["id"] for r in results] == [v["id"] for v in manifest["variants"]]
-    assert all(abs(r["clean_acc"] - r["fp32"]["clean_acc"]) <= 0.1 for r in results)
+    assert [vid for vid, _ in results] == [v.id for v in manifest.variants]
+    assert all(abs(r.clean_acc - r.fp32.clean_acc) <= 0.1 for _, r in results)
 
 
 def test_verify_without_quantized_model_names_the_fix(shared: Path, tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_calibration_round_trip_and_tamper_refusal(folded: Path, tmp_path: Path)
         saved = npz["x"]
     manifest = read_manifest(folded)
     x, digest = load_calibration(folded, manifest)
-    assert x.dtype == np.float32 and np.array_equal(x, saved) and digest == manifest["calibration"]["sha256"]
+    assert x.dtype == np.float32 and np.array_equal(x, saved) and digest == manifest.calibration.sha256
     assert np.array_equal(load_calibration(folded, manifest, limit=10)[0], saved[:10])
     feeds = list(calibration_feeds(x, 16, lam_count=3))
     assert len(feeds) == len(x) // 16 and all(f["input"].shape == (16, *x.shape[1:]) for f in feeds)

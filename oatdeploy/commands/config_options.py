@@ -1,4 +1,5 @@
-"""Options derived from a config dataclass's fields (TrainConfig): name, type and default come from the field."""
+"""The workstation commands' options: one per TrainConfig field (name, type and default come from the field), and
+choices read from the torch side (the model registry) only when an option is parsed or its help shown."""
 
 from __future__ import annotations
 
@@ -10,6 +11,27 @@ import click
 
 from oatdeploy.config import default_of, option_name, option_text, user_fields
 from oatdeploy.runtime.commands.options import FloatList
+
+
+class LazyChoice(click.Choice):
+    """A click.Choice whose choices come from `source()` on first use, so that listing the commands
+    (`oatdeploy --help`, on a device without torch too) never imports the registry that defines them."""
+
+    def __init__(self, source: Callable[[], Collection[str]]) -> None:
+        self.source, self._choices, self.case_sensitive = source, None, True
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        if self._choices is None:
+            self._choices = tuple(self.source())
+        return self._choices
+
+
+def architectures() -> list[str]:
+    from oatdeploy.models import list_models
+
+    return list_models()
+
 
 SCALARS: dict[str, click.ParamType] = {"str": click.STRING, "int": click.INT, "float": click.FLOAT,
                                       "list[float]": FloatList()}

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from oatdeploy.eval_files import ATTACKS
+
 
 @click.command(name="eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
@@ -17,7 +19,7 @@ import click
               help="Evaluate on the first N samples (RobustBench allows subsets during development).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--attack", type=click.Choice(["pgd", "apgd-ce", "autoattack"]), default="pgd", show_default=True,
+@click.option("--attack", type=click.Choice(ATTACKS), default="pgd", show_default=True,
               help="pgd: PGD-N (--pgd-steps); apgd-ce: APGD-CE from adversarial-robustness-toolbox; autoattack: the "
                    "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square-5000) from pyautoattack. "
                    "pip install 'oatdeploy[attacks]' for the last two.")

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import click
 
+from oatdeploy.commands.config_options import LazyChoice
+from oatdeploy.config import ENCODINGS
 from oatdeploy.runtime.commands.options import float_list
+
+
+def reference() -> ModuleType:
+    import oatdeploy.reference
+
+    return oatdeploy.reference
 
 
 @click.command(name="import-reference")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--arch", type=click.Choice(["resnet34", "wrn16_8", "wrn40_2"]), required=True,
+@click.option("--arch", type=LazyChoice(lambda: reference().ARCHS), required=True,
               help="resnet34: ResNet34OAT or SlimmableResNet34OAT (CIFAR-10); wrn16_8: WRN16_8OAT (SVHN); "
                    "wrn40_2: WRN40_2OAT (STL-10).")
 @click.option("--lambdas", required=True, callback=float_list,
               help="The λ choices in the order of the reference's --lambda_choices, e.g. 0,0.1,0.2,0.3,0.4,1.")
-@click.option("--encoding", type=click.Choice(["rand", "onehot", "dct", "none"]), required=True,
+@click.option("--encoding", type=click.Choice(ENCODINGS), required=True,
               help="The reference's --encoding (its default is rand).")
 @click.option("--encoding-matrix", type=click.Path(dir_okay=False), default=None,
               help="rand: the rand_otho_mat.npy saved beside latest.pth.")
 @click.option("--widths", default=None, callback=float_list,
               help="Slimmable checkpoints only: the reference's width_mult_list  [default: 0.5,0.75,1]")
-@click.option("--dataset", type=click.Choice(["cifar10", "svhn", "stl10"]), required=True)
+@click.option("--dataset", type=LazyChoice(lambda: reference().DATASETS), required=True,
+              help="The dataset the reference model was trained on.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="The dataset's folder, recorded so that eval and export find it.")
 @click.option("--eps", type=click.FloatRange(0, 1), default=None, help="L∞ radius for eval/export  [default: 8/255]")

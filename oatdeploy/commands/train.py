@@ -17,8 +17,17 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from oatdeploy.commands.config_options import config_options
-from oatdeploy.config import MAY_CHANGE_ON_RESUME, OBJECTIVES, TrainConfig, option_name, user_fields
+from oatdeploy.commands.config_options import LazyChoice, architectures, config_options
+from oatdeploy.config import (
+    ENCODINGS,
+    FILM_KINDS,
+    MAY_CHANGE_ON_RESUME,
+    OBJECTIVES,
+    WIDTH_RULES,
+    TrainConfig,
+    option_name,
+    user_fields,
+)
 
 SPECS: dict[str, dict[str, Any]] = {
     "out": {"type": click.Path(file_okay=False), "required": True, "help": "Run folder."},
@@ -26,10 +35,10 @@ SPECS: dict[str, dict[str, Any]] = {
                         "files) or stl10 (binary files)."},
     "data_dir": {"type": click.Path(file_okay=False),
                  "help": "Folder with the dataset files (fashion-mnist defaults to Debian's path)."},
-    "arch": {"help": "resnet20, resnet34, wrn16_8, wrn40_2."},
+    "arch": {"type": LazyChoice(architectures), "help": "The supernet (oatdeploy.models.list_models())."},
     "lambdas": {"help": "λ choices (0 = clean training, 1 = pure adversarial training)."},
     "widths": {"help": "Width fractions; more than one trains an OATS (slimmable) supernet."},
-    "width_rule": {"type": click.Choice(["all", "sandwich"]),
+    "width_rule": {"type": click.Choice(WIDTH_RULES),
                    "help": "Widths per step: all of them, or largest + smallest + one random middle."},
     "epochs": {"type": click.IntRange(min=1), "help": "Passes over the training set (sets the cosine schedule)."},
     "max_steps": {"type": click.IntRange(min=1), "help": "Stop after this many steps (the schedule keeps --epochs)."},
@@ -42,9 +51,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "pgd_steps": {"type": click.IntRange(min=0), "help": "PGD steps for training's adversarial examples."},
     "step_size": {"type": click.FloatRange(min=0, min_open=True),
                   "help": "PGD step size (default: min(1.25·eps, eps + 4/255) / steps, the paper's)."},
-    "enc_kind": {"type": click.Choice(["rand", "none", "onehot", "dct"]), "help": "λ encoding fed to FiLM."},
+    "enc_kind": {"type": click.Choice(ENCODINGS), "help": "λ encoding fed to FiLM."},
     "enc_dim": {"type": click.IntRange(min=1), "help": "Length of the λ encoding (at least the number of λs)."},
-    "film": {"type": click.Choice(["linear", "mlp", "paper"]),
+    "film": {"type": click.Choice(FILM_KINDS),
              "help": "How λ sets FiLM's scale and shift: linear (a learned row per λ, the default), mlp (the paper's "
                      "two-layer MLP of the encoding, starting at the identity) or paper (that MLP, the paper's init)."},
     "lambda_head": {"help": "A learned correction of the classifier per λ as well (the default): with half of "

@@ -43,7 +43,7 @@ class FoldCtx:
 
 
 def conv_spec(conv: SlimConv2d, bn: SwitchableDualBN2d, film: SwitchableFiLM | None, ctx: FoldCtx) -> ConvSpec:
-    """conv → BN_k → FiLM(λ) as a conv with a per-λ affine: a = m·g, c = m·b + s (DESIGN.md)."""
+    """conv → BN_k → FiLM(λ) as a conv with a per-λ affine: a = m·g, c = m·b + s (docs/architecture.md)."""
     g, b = switchable_affine(bn, ctx.width, ctx.clean)
     if film is None:
         a, c = g, b

@@ -44,18 +44,29 @@ class AffineSpec:
     c: torch.Tensor
 
 
-class FoldedConv(nn.Conv2d):
-    """A conv with BN and FiLM baked into weight and bias; ignores `lam_index`."""
+class Folded:
+    """A layer with one λ's row baked into its weight and bias: it takes (and ignores) `lam_index` as the table
+    layers do, so both modes share the blocks."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def bake(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor, lam_index: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x)  # type: ignore[misc]
+
+
+class FoldedConv(Folded, nn.Conv2d):
+    """A conv with BN and FiLM baked into weight and bias."""
 
     def __init__(self, spec: ConvSpec, row: int) -> None:
         co, ci, k, _ = spec.weight.shape
         super().__init__(ci, co, k, stride=spec.stride, padding=spec.padding, bias=True)
-        with torch.no_grad():
-            self.weight.copy_(spec.weight * spec.a[row][:, None, None, None])
-            self.bias.copy_(spec.c[row])
-
-    def forward(self, x: torch.Tensor, lam_index: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x)
+        self.bake(spec.weight * spec.a[row][:, None, None, None], spec.c[row])
 
 
 class TableConv(nn.Module):
@@ -105,17 +116,12 @@ class TableAffine(nn.Module):
         return torch.addcmul(c, x, a)
 
 
-class FoldedLinear(nn.Linear):
-    """The classifier of one λ; ignores `lam_index`."""
+class FoldedLinear(Folded, nn.Linear):
+    """The classifier of one λ."""
 
     def __init__(self, spec: LinearSpec, row: int) -> None:
         super().__init__(spec.weight.shape[2], spec.weight.shape[1])
-        with torch.no_grad():
-            self.weight.copy_(spec.weight[row])
-            self.bias.copy_(spec.bias[row])
-
-    def forward(self, x: torch.Tensor, lam_index: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x)
+        self.bake(spec.weight[row], spec.bias[row])
 
 
 class TableLinear(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from oatdeploy.config import TrainConfig
 from oatdeploy.runtime.errors import OatError
 
 if TYPE_CHECKING:
@@ -26,9 +27,10 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str, widths: Sequence[float] = (1.0,), num_classes: int = 10, in_channels: int = 3,
-                 enc_dim: int = 128, film: str = "mlp", lambda_head: bool = False) -> OATModel:
-    """Build a supernet by name; widths are fractions of the full channel counts, largest last; `film` is
-    the FiLM kind (oatdeploy.nn.FILM_KINDS); `lambda_head` conditions the classifier on λ too."""
+                 enc_dim: int = TrainConfig.enc_dim, film: str = TrainConfig.film,
+                 lambda_head: bool = TrainConfig.lambda_head) -> OATModel:
+    """Build a supernet by name, with training's defaults; widths are fractions of the full channel counts,
+    largest last; `film` is the FiLM kind (config.FILM_KINDS); `lambda_head` conditions the classifier on λ too."""
     from oatdeploy.nn import FiLMSpec
 
     if name not in _MODELS:

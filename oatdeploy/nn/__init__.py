@@ -2,7 +2,6 @@
 
 from oatdeploy.nn.dual_bn import DualBN2d, SwitchableDualBN2d, bn_affine, switchable_affine
 from oatdeploy.nn.film import (
-    FILM_KINDS,
     FiLM,
     FiLMSpec,
     LambdaLinear,
@@ -14,7 +13,6 @@ from oatdeploy.nn.film import (
 from oatdeploy.nn.slimmable import SlimConv2d, SlimLinear, channels_for
 
 __all__ = [
-    "FILM_KINDS",
     "DualBN2d",
     "FiLM",
     "FiLMSpec",

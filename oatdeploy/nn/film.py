@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FILM_KINDS = ("linear", "mlp", "paper")
+from oatdeploy.config import FILM_KINDS
 
 
 @dataclass(frozen=True)

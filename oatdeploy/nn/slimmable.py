@@ -10,7 +10,7 @@ from torch import nn
 
 
 def channels_for(base: int, widths: list[float]) -> list[int]:
-    """⌊C·w⌋ channels per width (at least 1), as DESIGN.md fixes."""
+    """⌊C·w⌋ channels per width (at least 1): the first channels of the full weight, as the fold expects."""
     return [max(1, math.floor(base * w + 1e-9)) for w in widths]
 
 

@@ -31,6 +31,6 @@ def latency(deploy: str, backend: str, precision: str, batch: int, runs: int, as
     dep = Deployment.load(deploy, backend=backend, precision=precision, batch=batch)
     rows = dep.profile(batches=(batch,), min_runs=runs)
     if as_json:
-        click.echo(json.dumps({"device_key": dep.key(), "variants": rows}))
+        click.echo(json.dumps({"device_key": dep.key(), "variants": [r.to_json() for r in rows]}))
     else:
         click.echo(format_profile(rows))

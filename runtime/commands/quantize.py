@@ -14,7 +14,7 @@ from oatdeploy.runtime.manifest import REDUCED
 @calibration_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def quantize(deploy: str, precision: str, calib_size: int, calib_data: str | None, quiet: bool) -> None:
-    """Write DEPLOY/quantized/<graph>-<precision>-<sha12>.onnx for every graph and record them in the manifest."""
+    """Quantize every graph of DEPLOY (int8 Q/DQ or fp16) into DEPLOY/quantized/ and record them in the manifest."""
     from oatdeploy.runtime.quantize import quantize_deployment
 
     rows = quantize_deployment(deploy, precision=precision, calib_size=calib_size, calib_data=calib_data,

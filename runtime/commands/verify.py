@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import click
 
+from oatdeploy.runtime.backends import BACKENDS
+from oatdeploy.runtime.manifest import REDUCED
+
 
 @click.command()
 @click.argument("deploy", type=click.Path(file_okay=False))
-@click.option("--precision", type=click.Choice(["fp16", "int8"]), required=True)
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+@click.option("--precision", type=click.Choice(REDUCED), required=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True,
               help="ort: the model from `oatdeploy quantize`; trt: this device's engine from `build-engines`.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def verify(deploy: str, precision: str, backend: str, quiet: bool) -> None:

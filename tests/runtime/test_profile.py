@@ -3,6 +3,7 @@ reported, shown in `profile`'s table, and used by `select` as a tie."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,22 @@ def test_cli_profile_shows_the_spread_and_takes_rounds(folded: Path) -> None:
     assert all(len(next(iter(v.latency.values())).round_p50_ms) == 2 for v in read_manifest(folded).variants)
     done = oatdeploy("profile", str(folded), "--rounds", "1")
     assert done.returncode == 2 and "--rounds" in done.stderr
+
+
+def test_profiles_of_several_devices_live_side_by_side(folded: Path) -> None:
+    from oatdeploy.runtime.device import cpu_name
+
+    manifest = json.loads((folded / "manifest.json").read_text())
+    other = "NVIDIA Jetson Orin Nano|trt|fp16|b1"
+    manifest["variants"][0]["latency"][other] = {"backend": "trt", "batch": 1, "precision": "fp16", "p50_ms": 0.3,
+                                                 "p95_ms": 0.4}
+    (folded / "manifest.json").write_text(json.dumps(manifest))
+    dep = Deployment.load(folded)
+    rows = dep.profile(batches=(1, 4), min_runs=5, min_seconds=0.0, warmup=1)
+    assert {r.key for r in rows} == {f"{cpu_name()}|ort|fp32|b1", f"{cpu_name()}|ort|fp32|b4"}
+    saved = json.loads((folded / "manifest.json").read_text())["variants"][0]["latency"]
+    assert other in saved and saved[f"{cpu_name()}|ort|fp32|b4"]["batch"] == 4
+    assert all(r.latency.p50_ms <= r.latency.p95_ms and r.latency.runs >= 5 for r in rows)
+    assert not list(folded.glob(".manifest.json.*")), "a temporary file was left behind"
+    assert dep.select(max_latency_ms=1e6, batch=4, strict=True).latency_ms == max(  # strict: equal SA, lower p50
+        (v for v in dep.variants_for(batch=4)), key=lambda v: (v.clean_acc, -v.latency_ms)).latency_ms

@@ -188,3 +188,24 @@ def test_the_switcher_ties_the_same_way_unless_strict(folded: Path) -> None:
     sw = dep.switcher(max_latency_ms=10, strict=True)
     assert sw.current.id == "lam0-w1" and sw.budget.strict is True
     assert sw.set_budget(strict=False).id == "lam0-w0.5"
+
+
+def test_cli_profile_and_select(folded: Path, tmp_path: Path) -> None:
+    result = oatdeploy("profile", str(folded), "--runs", "5", "--quiet")
+    assert result.returncode == 0 and "p50 ms" in result.stdout, result.stderr
+    result = oatdeploy("select", str(folded), "--max-latency-ms", "1000", "--min-robust-acc", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"].startswith("lam")
+    result = oatdeploy("select", str(folded), "--max-latency-ms", "0.000001")
+    assert result.returncode == 2 and "latency binds" in result.stderr and "Traceback" not in result.stderr
+    result = oatdeploy("select", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "no manifest.json" in result.stderr
+    result = oatdeploy("profile", str(folded), "--backend", "trt")
+    assert result.returncode == 2 and "TensorRT" in result.stderr and "Traceback" not in result.stderr
+    result = oatdeploy("bench", "latency", str(folded), "--runs", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["variants"]) == 6 and all(r["p50_ms"] > 0 for r in report["variants"])
+    (folded / "manifest.json").write_text("{not json")
+    result = oatdeploy("select", str(folded), "--min-robust-acc", "0.1")
+    assert result.returncode == 2 and "not valid JSON" in result.stderr and "Traceback" not in result.stderr

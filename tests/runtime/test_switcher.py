@@ -14,10 +14,14 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from oatdeploy.runtime import Budget, Deployment, Switcher, Variant, select
+from oatdeploy.runtime import Budget, Deployment, NoFeasibleVariant, Switcher, Variant, select
 from oatdeploy.runtime.backends.base import Runner
 from oatdeploy.runtime.errors import OatError
 from tests.runtime.deploykit import set_profile
+
+
+def dep_key(folder: Path) -> str:
+    return Deployment.load(folder).key()
 
 # Budget A admits only the most accurate variant, budget B only the most robust: each excludes the other's choice.
 BUDGET_A = {"min_clean_acc": 0.94, "min_robust_acc": None}
@@ -242,3 +246,87 @@ def test_cli_select_refuses_nan(folded: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "oatdeploy.cli", "select", str(folded), "--min-robust-acc", "nan"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "finite" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_switcher_is_thread_safe_while_switching(folded: Path) -> None:
+    dep = Deployment.load(folded)
+    x = dep.sample_input(4)
+    expected = {}
+    for v in dep.variants:
+        with dep.runner(v) as r:
+            expected[v.id] = r.infer(x, v.lam_index)
+    sw = dep.switcher(history=10_000)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        for _ in range(40):
+            out, v = sw(x, return_variant=True)
+            if not np.array_equal(out, expected[v.id]):
+                errors.append(v.id)
+
+    def switch() -> None:
+        i = 0
+        while not stop.is_set():
+            sw.use(dep.variants[i % len(dep.variants)])
+            i += 1
+
+    switcher_thread = threading.Thread(target=switch)
+    switcher_thread.start()
+    workers = [threading.Thread(target=serve) for _ in range(8)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    switcher_thread.join()
+    assert not errors and len(sw.served) == 320 and sw.switches > 10
+    assert len(set(sw.served)) > 1
+
+
+class SlowRunner(Runner):
+    """A real ORT runner that becomes slow, like a Jetson that throttles when hot."""
+
+    def __init__(self, inner: Runner, delay_s: float) -> None:
+        self.inner, self.delay_s, self.spec = inner, delay_s, inner.spec
+
+    def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.inner.infer(x, lam_index)
+
+
+def test_drift_reselects_when_p95_leaves_the_budget(folded: Path) -> None:
+    set_profile(folded, dep_key(folded), {f"lam{lam:g}-w{w:g}": 1.0 for lam in (0, 0.4, 1) for w in (0.5, 1)})
+    dep = Deployment.load(folded)
+    budget = 50.0
+    best = dep.select(max_latency_ms=budget, min_robust_acc=0.0)
+
+    def factory(v: Variant) -> Runner:
+        runner = dep.runner(v)
+        return SlowRunner(runner, 0.06) if v.path == best.path else runner
+
+    sw = Switcher(dep.variants, factory, Budget(max_latency_ms=budget, min_robust_acc=0.0), window=5)
+    assert sw.current.id == best.id
+    x = dep.sample_input(1)
+    for _ in range(6):
+        sw(x)
+    deadline = time.monotonic() + 10  # re-selection runs in the background, off the serving path
+    while sw.current.id == best.id and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sw.current.id != best.id and sw.observed[best.id] > budget
+    sw.set_budget(min_robust_acc=0.0)  # the observed latency is remembered across budget changes
+    assert sw.current.id != best.id
+
+
+def test_set_budget_switches_now_and_keeps_the_old_budget_when_infeasible(folded: Path) -> None:
+    dep = Deployment.load(folded)
+    sw = dep.switcher(objective="clean", min_robust_acc=0.0)
+    assert sw.current.id == dep.select(min_robust_acc=0.0).id
+    top_ra = max(v.robust_acc for v in dep.variants)
+    chosen = sw.set_budget(min_robust_acc=top_ra)
+    assert sw.current is chosen and chosen.robust_acc == top_ra
+    with pytest.raises(NoFeasibleVariant, match="robust accuracy binds"):
+        sw.set_budget(min_robust_acc=1.01)
+    assert sw.budget.min_robust_acc == top_ra and sw.current is chosen
+    with pytest.raises(TypeError, match="unknown budget"):
+        sw.set_budget(max_latency=3)

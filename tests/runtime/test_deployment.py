@@ -1,10 +1,14 @@
-"""Every hint is the exact command that fixes the problem: each test runs a command that fails, runs the commands
-its one error line names (each must succeed), and checks the original command then works."""
+"""A deployment as the device loads and serves it: torch-free, refusing what it cannot trust, and every hint the exact
+command that fixes the problem (each hint test runs a command that fails, runs the commands its one error line
+names, each of which must succeed, and checks the original command then works)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +17,7 @@ import pytest
 
 from oatdeploy.runtime import Deployment, power
 from oatdeploy.runtime.engines import build_engines
+from oatdeploy.runtime.errors import ArtifactError, OatError
 from tests.runtime.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
 
 HINT = re.compile(r"`(oatdeploy [^`]+)`")
@@ -118,3 +123,51 @@ def test_a_profile_from_another_power_mode_points_to_profiling_in_this_one(folde
     followed, _ = follow_hints(cli, "select", str(folded), "--batch", "4", "--max-latency-ms", "100",
                                "--power-mismatch", "refuse")
     assert followed == [f"oatdeploy profile {folded} --backend ort --batch 4"]
+
+
+def test_the_device_side_works_with_torch_blocked(folded: Path, shared: Path) -> None:
+    code = f"""
+import sys
+sys.modules["torch"] = None
+from oatdeploy.runtime import Deployment
+for folder in {[str(folded), str(shared)]!r}:
+    dep = Deployment.load(folder)
+    dep.profile(batches=(1, 2), min_runs=5, min_seconds=0.0, warmup=1)
+    v = dep.select(min_robust_acc=0.0, max_latency_ms=1e6, batch=2)
+    sw = dep.switcher(min_robust_acc=0.0)
+    for u in dep.variants:
+        sw.use(u)
+        assert sw(dep.sample_input(3)).shape == (3, 10)
+from click.testing import CliRunner
+from oatdeploy.cli import cli
+for args in (["profile", folder, "--runs", "5", "--quiet"], ["select", folder, "--max-latency-ms", "1000"],
+             ["bench", "latency", folder, "--runs", "5", "--json"], ["info", folder], ["info", folder, "--json"]):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, (args, result.output, result.exception)
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)
+print("ok", v.id)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
+
+
+def test_select_without_a_profile_says_to_profile(folded: Path) -> None:
+    with pytest.raises(OatError, match="oatdeploy profile"):
+        Deployment.load(folded).select(max_latency_ms=5.0)
+
+
+def test_tampered_missing_and_unknown_version_are_refused(folded: Path) -> None:
+    target = folded / json.loads((folded / "manifest.json").read_text())["variants"][0]["onnx"]
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256"):
+        Deployment.load(folded)
+    target.unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        Deployment.load(folded)
+    manifest = json.loads((folded / "manifest.json").read_text())
+    manifest["version"] = 2
+    (folded / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="version 2"):
+        Deployment.load(folded, check_sha256=False)
