@@ -1,4 +1,7 @@
-"""The workstation-side commands (torch, Python 3.10+), in workflow order; the device's are in runtime/commands."""
+"""The workstation-side commands (torch, Python 3.10+), in workflow order; the device's are in runtime/commands.
+This list is read by the command line on the device too, so this file alone is Python 3.8."""
+
+from __future__ import annotations
 
 WORKSTATION: dict[str, str] = {
     "demo": "oatdeploy.commands.demo:demo",

@@ -20,6 +20,7 @@ from oatdeploy.runtime.engines import build_engines
 from oatdeploy.runtime.errors import ArtifactError, OatError
 from tests.runtime.fake_tensorrt import FakeCompiler, HostCudart, install_tensorrt
 
+IMAGES = Path(__file__).resolve().parents[2] / "examples" / "images"
 HINT = re.compile(r"`(oatdeploy [^`]+)`")
 Run = Callable[..., "tuple[int, str, str]"]
 
@@ -125,7 +126,7 @@ def test_a_profile_from_another_power_mode_points_to_profiling_in_this_one(folde
     assert followed == [f"oatdeploy profile {folded} --backend ort --batch 4"]
 
 
-def test_the_device_side_works_with_torch_blocked(folded: Path, shared: Path) -> None:
+def test_the_device_side_and_its_commands_work_with_torch_blocked(folded: Path, shared: Path) -> None:
     code = f"""
 import sys
 sys.modules["torch"] = None
@@ -141,7 +142,8 @@ for folder in {[str(folded), str(shared)]!r}:
 from click.testing import CliRunner
 from oatdeploy.cli import cli
 for args in (["profile", folder, "--runs", "5", "--quiet"], ["select", folder, "--max-latency-ms", "1000"],
-             ["bench", "latency", folder, "--runs", "5", "--json"], ["info", folder], ["info", folder, "--json"]):
+             ["bench", "latency", folder, "--runs", "5", "--json"], ["info", folder], ["info", folder, "--json"],
+             ["predict", folder, {str(IMAGES)!r}, "--min-robust-acc", "0", "--json"]):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, (args, result.output, result.exception)
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)

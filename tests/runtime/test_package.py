@@ -17,8 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "oatdeploy", "export", "runtime")
-# The files outside runtime/ that the device runs: importing the package, and the command line.
-DEVICE_ROOT_FILES = ("oatdeploy/__init__.py", "oatdeploy/cli.py")
+# The files outside runtime/ that the device runs: importing the package, the command line and its list of commands.
+DEVICE_ROOT_FILES = ("oatdeploy/__init__.py", "oatdeploy/cli.py", "oatdeploy/commands/__init__.py")
 
 # Imports every module of runtime/ and export/ that this environment can import, tries the two folders' own names
 # as well, and prints each module file that ended up loaded under more than one name.
