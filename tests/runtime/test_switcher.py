@@ -259,9 +259,17 @@ def test_switcher_is_thread_safe_while_switching(folded: Path) -> None:
     errors: list[str] = []
     stop = threading.Event()
 
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+
     def serve() -> None:
-        for _ in range(40):
+        # At least 40 calls each, and on until a switch was seen (a loaded machine can finish 40 calls
+        # before the switcher's first load ends; the deadline only bounds a broken switcher).
+        n = 0
+        while n < 40 or (len(seen) < 2 and time.monotonic() < deadline):
             out, v = sw(x, return_variant=True)
+            seen.add(v.id)
+            n += 1
             if not np.array_equal(out, expected[v.id]):
                 errors.append(v.id)
 
@@ -280,7 +288,7 @@ def test_switcher_is_thread_safe_while_switching(folded: Path) -> None:
         t.join()
     stop.set()
     switcher_thread.join()
-    assert not errors and len(sw.served) == 320 and sw.switches > 10
+    assert not errors and len(sw.served) >= 320 and sw.switches > 10
     assert len(set(sw.served)) > 1
 
 
