@@ -257,7 +257,8 @@ def build_engines(deploy_dir: PathLike, precision: str = "fp32", batch_profile: 
             engine = Engine(written.path, written.sha256, precision, method=job.method, onnx=job.source,
                             batch_profile=BatchProfile(*profile),
                             built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), workspace_mb=workspace_mb,
-                            **here)
+                            trt_version=here["trt_version"], device=here["device"],
+                            compute_capability=here["compute_capability"])
             if calib is not None:
                 engine.calibration = EngineCalibration(len(calib) // calib_batch * calib_batch, calib_batch, calib_sha)
                 record_cache(deploy_dir, "calibration", compiler.calibration_cache, f"{stem}-calibration", here,
