@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import click
 
@@ -24,17 +23,19 @@ def select(deploy: str, budget: Budget, backend: str, precision: str, batch: int
            as_json: bool) -> None:
     """Pick the best variant of DEPLOY within the budget (exit 2 when none fits).
 
-    Unless --strict, accuracies whose 95 % intervals overlap the best one's count as tied, and so do
-    latencies within the spread between profiling rounds; the faster, then the more robust, wins.
+    The highest SA (or RA) within the budget wins. Unless --strict, a faster variant replaces it only when
+    latency binds and an exact paired test on the shared test images cannot tell the two apart (p >= 0.05).
+    A deployment without per-image outcomes falls back to comparing 95 % intervals, and says so.
     """
     from oatdeploy.runtime import Deployment
 
     dep = Deployment.load(deploy, backend=backend, precision=precision, batch=batch, power_policy=power_mismatch)
     choice = dep.choose(budget)
     if as_json:
-        click.echo(json.dumps({**asdict(choice.variant), "device_key": dep.key(), "strict": budget.strict,
+        click.echo(json.dumps({**choice.variant.to_json(), "device_key": dep.key(), "strict": budget.strict,
                                "tied_on_accuracy": [v.id for v in choice.accuracy_tied],
-                               "tied_on_latency": [v.id for v in choice.latency_tied], "why": choice.reasons()}))
+                               "tied_on_latency": [v.id for v in choice.latency_tied],
+                               "paired_p": dict(choice.paired_p), "why": choice.reasons()}))
     else:
         click.echo(f"{choice.variant.describe()}  [{dep.key()}]")
         click.echo("\n".join(f"  {line}" for line in choice.reasons()))
