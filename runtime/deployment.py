@@ -191,7 +191,7 @@ class Deployment:
         precision, batch = precision or self.precision, batch or self.batch
         return (f"oatdeploy profile {self.folder} --backend {backend or self.backend}"
                 + (f" --precision {precision}" if precision != "fp32" else "")
-                + (f" --batch {batch}" if batch != 1 else ""))
+                + (f" --batch-size {batch}" if batch != 1 else ""))
 
     def has_profile(self, backend: str | None = None, precision: str | None = None,
                     batch: int | None = None) -> bool:

@@ -32,7 +32,7 @@ def test_plot_marks_what_select_chooses(profiled_deploy: Path, tmp_path: Path) -
     budget = ["--max-latency-ms", "1000", "--min-robust-acc", "0"]
     result = oatdeploy_cli("plot", str(profiled_deploy), "--out", str(out), *budget)
     assert result.returncode == 0, result.stderr
-    chosen = json.loads(oatdeploy_cli("select", str(profiled_deploy), *budget, "--json").stdout)
+    chosen = json.loads(oatdeploy_cli("select", str(profiled_deploy), *budget, "--format", "json").stdout)
     assert f"selected: {chosen['id']} " in result.stdout
     height, width = read_png(out)
     assert width > height > 300
@@ -51,10 +51,10 @@ def test_plot_defaults_into_the_deployment_and_keeps_its_manifest(profiled_deplo
 def test_plot_without_profile_draws_the_tradeoff_and_a_latency_budget_asks_for_one(profiled_deploy: Path,
                                                                                     tmp_path: Path) -> None:
     out = tmp_path / "b64.png"
-    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch", "64", "--out", str(out))
+    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch-size", "64", "--out", str(out))
     assert result.returncode == 0, result.stderr
     read_png(out)
-    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch", "64", "--max-latency-ms", "1",
+    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch-size", "64", "--max-latency-ms", "1",
                            "--out", str(tmp_path / "never.png"))
     assert result.returncode == 2
     assert "no latency profile" in result.stderr and "oatdeploy profile" in result.stderr

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import click
 
-from oatdeploy.runtime.commands.options import budget_options, graph_options
+from oatdeploy.runtime.commands.options import RENAMED_BATCH, Command, batch_size_option, budget_options, graph_options
 from oatdeploy.runtime.selection import Budget
 
 
-@click.command()
+@click.command(cls=Command, renamed=RENAMED_BATCH)
 @click.argument("deploy", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="PNG to write  [default: DEPLOY/tradeoff-<backend>-<precision>.png]")
 @budget_options
 @graph_options
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@batch_size_option
 def plot(deploy: str, out: str | None, budget: Budget, backend: str, precision: str, batch: int) -> None:
     """Draw DEPLOY's SA-vs-RA per width and SA vs latency on this device, with 95 % intervals, the latency
     spread, each plane's Pareto front, and the budget in words: what it selects, or why nothing meets it

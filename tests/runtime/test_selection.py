@@ -176,7 +176,7 @@ def test_cli_select_says_how_it_compared(folded: Path) -> None:
     assert "count as tied and the faster wins (--strict compares point estimates)" in done.stdout
     assert "p50 <= 10, on point estimates" in done.stdout and "SA/RA: fp32 (pgd-2 on 32 images)" in done.stdout
     assert done.stdout.startswith("lam0-w0.5 (SA 0.900 [")  # the fastest of those tied with lam0-w1 (SA 0.94)
-    strict = oatdeploy("select", str(folded), "--max-latency-ms", "10", "--strict", "--json")
+    strict = oatdeploy("select", str(folded), "--max-latency-ms", "10", "--strict", "--format", "json")
     assert json.loads(strict.stdout)["id"] == "lam0-w1" and json.loads(strict.stdout)["strict"] is True
 
 
@@ -194,7 +194,7 @@ def test_the_switcher_ties_the_same_way_unless_strict(folded: Path) -> None:
 def test_cli_profile_and_select(folded: Path, tmp_path: Path) -> None:
     result = oatdeploy("profile", str(folded), "--runs", "5", "--quiet")
     assert result.returncode == 0 and "p50 ms" in result.stdout, result.stderr
-    result = oatdeploy("select", str(folded), "--max-latency-ms", "1000", "--min-robust-acc", "0", "--json")
+    result = oatdeploy("select", str(folded), "--max-latency-ms", "1000", "--min-robust-acc", "0", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"].startswith("lam")
     result = oatdeploy("select", str(folded), "--max-latency-ms", "0.000001")
@@ -203,7 +203,7 @@ def test_cli_profile_and_select(folded: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "no manifest.json" in result.stderr
     result = oatdeploy("profile", str(folded), "--backend", "trt")
     assert result.returncode == 2 and "TensorRT" in result.stderr and "Traceback" not in result.stderr
-    result = oatdeploy("bench", "latency", str(folded), "--runs", "5", "--json")
+    result = oatdeploy("bench", "latency", str(folded), "--runs", "5", "--format", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["variants"]) == 6 and all(r["p50_ms"] > 0 for r in report["variants"])
@@ -318,9 +318,9 @@ def test_cli_select_pairs_the_variants_on_the_exported_outcomes(folded: Path) ->
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("lam0-w0.5 (SA 0.740"), done.stdout
     assert "cannot tell lam0-w0.5 from the best, lam1-w0.5 (exact McNemar p = 0.63" in done.stdout
-    strict = oatdeploy("select", str(folded), "--max-latency-ms", "1.25", "--strict", "--json")
+    strict = oatdeploy("select", str(folded), "--max-latency-ms", "1.25", "--strict", "--format", "json")
     assert json.loads(strict.stdout)["id"] == "lam1-w0.5"
-    loose = json.loads(oatdeploy("select", str(folded), "--max-latency-ms", "10", "--json").stdout)
+    loose = json.loads(oatdeploy("select", str(folded), "--max-latency-ms", "10", "--format", "json").stdout)
     assert loose["id"] == "lam0-w1" and loose["lambda"] == 0.0 and "lam" not in loose
     (folded / "outcomes.npz").write_bytes(b"changed")
     damaged = oatdeploy("select", str(folded))
