@@ -204,7 +204,7 @@ def place_labels(ax: Any, renderer: Any, labels: Sequence[Label]) -> list[Any]:
                 break
         dx, dy, box = best
         placed.append(_note(ax, x, y, text, colour, dx, dy, leader=abs(dx) + abs(dy) > 20))
-        taken.append(box)
+        taken.append(box.padded(5))  # a little air: labels that merely touch read as one
     return placed
 
 
