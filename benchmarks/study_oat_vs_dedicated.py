@@ -14,7 +14,7 @@ Every run uses the same data, epochs, ε = 0.1, PGD-7 training and PGD-20 evalua
 Runs are folders under --runs (default benchmarks/runs/, git-ignored); a finished run (eval.json) is skipped and an
 interrupted one resumes from its checkpoint, so an interrupted study continues where it stopped; two study
 processes can share one --runs folder (e.g. one per core): a run being trained by one is not trained by the other.
-Results go to benchmarks/results/oat_vs_dedicated_<preset>.{json,md,png}.
+Results go to benchmarks/results/oat_vs_dedicated_<preset>.{json,md,png}; `--replot` redraws the PNG from that JSON.
 """
 
 from __future__ import annotations
@@ -241,29 +241,57 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
+def draw(summary: dict[str, Any], preset: str, seeds: Collection[int] = ()) -> Any:
+    """SA vs RA per λ for each group: the mean over seeds with bars of half the range between them. Left every
+    λ; right the λ > 0 cluster enlarged (λ = 0 sits near RA 0, far from it). Each point's λ is placed where it
+    overlaps no other label, point or bar (runtime.plots.place_labels)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    styles = {"oat": ("OAT (dual BN)", "o-", "C0"), "oat-1bn": ("OAT, one BN (ablation)", "s--", "C1"),
-              "dedicated": ("dedicated model per λ", "^:", "C2")}
-    for group, (label, style, color) in styles.items():
-        pts = [(r[group]["ra"], r[group]["sa"], r["lambda"]) for r in summary["by_lambda"]
-               if r[group]["sa"] is not None]
-        if not pts:
-            continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
-        for ra, sa, lam in pts:
-            ax.annotate(f"λ={lam:g}", (ra, sa), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-    ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1)")
-    ax.set_ylabel("clean accuracy")
-    ax.set_title(f"Fashion-MNIST: one OAT model vs one model per λ ({preset} preset)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    from oatdeploy.runtime.plots import place_labels
+
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(12, 5.6), layout="constrained", width_ratios=[1, 1.5])
+    styles = {"oat": ("OAT (dual BN)", "o", "-", "C0"), "oat-1bn": ("OAT, one BN (ablation)", "s", "--", "C1"),
+              "dedicated": ("dedicated model per λ", "^", ":", "C2")}
+    labels: dict[Any, list[tuple]] = {whole: [], zoom: []}
+    for group, (label, marker, line, color) in styles.items():
+        rows = [r for r in summary["by_lambda"] if r[group]["sa"] is not None]
+        for ax, shown in ((whole, rows), (zoom, [r for r in rows if r["lambda"] > 0])):
+            ra, sa = [r[group]["ra"] for r in shown], [r[group]["sa"] for r in shown]
+            ra_bar = [r[group].get("ra_halfrange") or 0.0 for r in shown]
+            sa_bar = [r[group].get("sa_halfrange") or 0.0 for r in shown]
+            ax.errorbar(ra, sa, xerr=ra_bar, yerr=sa_bar, fmt=marker, ls=line, color=color, ms=5, lw=1,
+                        elinewidth=1, capsize=2, label=label)
+            labels[ax] += [(x, y, f"λ={r['lambda']:g}", color, (x - dx, x + dx) if dx else None,
+                            (y - dy, y + dy) if dy else None, 5)
+                           for x, y, dx, dy, r in zip(ra, sa, ra_bar, sa_bar, shown, strict=True)
+                           if ax is zoom or r["lambda"] == 0]
+    seeds_text = f"seeds {', '.join(map(str, seeds))}" if seeds else "seeds"
+    for ax in (whole, zoom):
+        ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1)")
+        ax.set_ylabel("clean accuracy")
+        ax.grid(alpha=0.3)
+    (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
+    whole.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=0.8, color="0.4"))
+    whole.set_title("every λ (dashed: the region enlarged on the right)", fontsize=9)
+    zoom.set_title("λ > 0, enlarged", fontsize=9)
+    zoom.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"Fashion-MNIST: one OAT model vs one model per λ ({preset} preset); mean over {seeds_text}, "
+                 "bars: half the range between them", fontsize=10)
+    fig.canvas.draw()  # lay out, then place the labels in the final axes
+    for ax, points in labels.items():
+        place_labels(ax, fig.canvas.get_renderer(), points)
+    fig.set_layout_engine("none")
+    return fig
+
+
+def plot(summary: dict[str, Any], path: Path, preset: str, seeds: Collection[int] = ()) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = draw(summary, preset, seeds)
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
 
@@ -274,8 +302,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's path)")
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--replot", action="store_true", help="Only redraw the PNG from the saved results JSON.")
     args = parser.parse_args()
     p = PRESETS[args.preset]
+    if args.replot:
+        stem = args.results / f"oat_vs_dedicated_{args.preset}"
+        saved = json.loads(stem.with_suffix(".json").read_text())
+        plot(saved["summary"], stem.with_suffix(".png"), args.preset, saved["meta"]["seeds"])
+        return
     root = args.runs / args.preset
     started = time.time()
     done = [run_one(run, p, root, args.data_dir) for run in plan(p)]
@@ -288,7 +322,7 @@ def main() -> None:
     stem = args.results / f"oat_vs_dedicated_{args.preset}"
     atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "preset": p, "summary": summary, "runs": done})
     atomic_write_bytes(stem.with_suffix(".md"), markdown(summary, meta).encode())
-    plot(summary, stem.with_suffix(".png"), args.preset)
+    plot(summary, stem.with_suffix(".png"), args.preset, p["seeds"])
     print(markdown(summary, meta))
 
 

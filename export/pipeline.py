@@ -24,9 +24,12 @@ from oatdeploy.checkpoint import load_supernet
 from oatdeploy.export import parity
 from oatdeploy.export.cost import graph_cost
 from oatdeploy.export.manifest import (
+    OUTCOMES,
     file_entry,
     metrics_source,
     new_manifest,
+    outcome_arrays,
+    outcomes_entry,
     variant_entry,
     variant_metrics,
     write_manifest,
@@ -150,6 +153,9 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
         attack = PGDConfig(eps=eps, steps=adv_steps)
         tol = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
         manifest.variants = build_variants(sn, staging, mode, test, report, attack, tol, progress)
+        per_image = outcome_arrays(report, manifest.variants)
+        if per_image and report is not None:
+            manifest.outcomes = outcomes_entry(save_npz(staging, OUTCOMES, **per_image), int(report["num_samples"]))
         write_manifest(staging, manifest)
         default_permissions(staging)
         swap_in(staging, out)

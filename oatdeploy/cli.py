@@ -1,4 +1,4 @@
-"""The `oatdeploy` command line: the workstation's commands, then the device's, in workflow order.
+"""The `oatdeploy` command line: every command, workstation and device alike, in workflow order (`ORDER`).
 
 Which side a command is on is where its module lives: `oatdeploy/commands` (torch, Python 3.10+) or
 `runtime/commands` (the device: Python 3.8+, no torch). Commands are imported only when invoked.
@@ -18,7 +18,10 @@ from oatdeploy.commands import WORKSTATION
 from oatdeploy.runtime.commands import DEVICE, LazyGroup
 from oatdeploy.runtime.errors import OatError, OatWarning
 
-COMMANDS = {**WORKSTATION, **DEVICE}
+# How `oatdeploy --help` lists them: the demo, the path from training to serving, then the optional steps.
+ORDER = ("demo", "train", "eval", "export", "profile", "select", "predict", "plot", "info", "quantize", "verify",
+         "build-engines", "import-reference", "bench")
+COMMANDS = {name: {**WORKSTATION, **DEVICE}[name] for name in ORDER}
 
 
 @click.group(cls=LazyGroup, commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

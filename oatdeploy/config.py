@@ -61,7 +61,9 @@ class TrainConfig:
     film_weight_decay: float | None = None  # its weight decay; None: the same as --weight-decay
     clean_share: float | None = 0.5  # λ = 0 samples per batch; None: 1 / the number of λs (the paper)
     lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
-    objective: str = "weighted"  # one of OBJECTIVES; "sampled" draws its terms in oatdeploy.lambdas.sample_terms
+    # one of OBJECTIVES, the option --loss (select's --objective is what a budget maximises); "sampled" draws its
+    # terms in oatdeploy.lambdas.sample_terms
+    objective: str = field(default="weighted", metadata={"flag": "--loss"})
     train_limit: int | None = None
     val_split: bool = False  # hold out the last 5,000 training images, as the paper's code does
     augment: bool = True

@@ -39,7 +39,7 @@ def run_demo(out: str | Path, epochs: int = DEMO_TRAIN["epochs"], max_steps: int
     from oatdeploy.export.pipeline import export_deployment
     from oatdeploy.overwrite import check_deployment_folder, check_run_folder
     from oatdeploy.runtime.atomic import atomic_write_json
-    from oatdeploy.runtime.plots import Outcome, plot_deployment
+    from oatdeploy.runtime.plots import Outcome, plot_deployment, threat_text
     from oatdeploy.runtime.profile import format_profile
     from oatdeploy.trainer import train
 
@@ -76,7 +76,7 @@ def run_demo(out: str | Path, epochs: int = DEMO_TRAIN["epochs"], max_steps: int
         say(f"budget {n} ({budget.text()}): {chosen}")
     try:
         png = plot_deployment(dep.variants, dep.key(), deploy / "tradeoff-ort-fp32.png", outcomes,
-                              title="oatdeploy demo: resnet20 on fmnist-mini")
+                              title="oatdeploy demo: resnet20 on fmnist-mini", attack=threat_text(dep.manifest))
         say(f"plot: {png}")
     except OatError as e:
         say(f"plot skipped: {e}")

@@ -4,7 +4,7 @@ One step, for a batch with its λs sorted so the λ = 0 samples come first:
   for each width (OATS; one width is plain OAT):
     x_adv = PGD(model at λ, eval mode, no param grads) on the λ > 0 samples only
     loss  = mean((1 − λ)·CE(model(x)) + λ·CE(model(x_adv)))    (dual BN routes by λ)
-            (--objective sampled: each λ > 0 sample keeps one term, x_adv with probability λ)
+            (--loss sampled: each λ > 0 sample keeps one term, x_adv with probability λ)
     loss.backward()                                             (gradients add up over widths)
   SGD step, cosine LR step.
 
@@ -261,7 +261,7 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
     if cfg.film_lr_scale <= 0 or (cfg.film_weight_decay is not None and cfg.film_weight_decay < 0):
         raise OatError("--film-lr-scale must be positive and --film-weight-decay non-negative")
     if cfg.objective not in OBJECTIVES:
-        raise OatError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+        raise OatError(f"--loss must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.width_rule not in WIDTH_RULES:
         raise OatError(f"--width-rule must be one of {', '.join(WIDTH_RULES)}, got {cfg.width_rule!r}")
     if cfg.batch_size < 2:

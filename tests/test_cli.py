@@ -21,7 +21,7 @@ def assert_usage_error(result, *needles: str) -> None:
 
 
 @pytest.mark.parametrize(("args", "needles"), [
-    (["train", "--dataset", "imagenet", "--out", "{tmp}/r"], ["unknown dataset", "fmnist-mini"]),
+    (["train", "--dataset", "imagenet", "--out", "{tmp}/r"], ["--dataset", "imagenet", "fmnist-mini"]),
     (["train", "--arch", "vgg", "--max-steps", "1", "--out", "{tmp}/r"], ["--arch", "vgg", "resnet20"]),
     (["train", "--lambdas", "0,2", "--out", "{tmp}/r"], ["[0, 1]"]),
     (["train", "--lambdas", "0,x", "--out", "{tmp}/r"], ["--lambdas", "comma-separated"]),

@@ -41,7 +41,7 @@ def test_png_files_are_labelled_as_the_model_labels_their_pixels(cli, profiled_d
     for i, img in enumerate(x):
         Image.fromarray(to_uint8(img)).save(folder / f"img{i}.png")
     (folder / "notes.txt").write_text("not an image: a folder's other files are skipped")
-    result = cli("predict", str(profiled_deploy), str(folder), "--json")
+    result = cli("predict", str(profiled_deploy), str(folder), "--format", "json")
     assert result.returncode == 0, result.stderr
     preds = json.loads(result.stdout)["predictions"]
     assert [p["file"] for p in preds] == [str(folder / f"img{i}.png") for i in range(len(x))]
@@ -69,7 +69,7 @@ def test_the_budget_picks_the_variant_that_serves(cli, profiled_deploy: Path, tm
     fastest = min(v.latency_ms for v in dep.variants)
     for budget in (["--min-robust-acc", str(most_robust)], ["--max-latency-ms", str(fastest * 1.0001)],
                    ["--min-robust-acc", "0", "--objective", "robust"]):
-        result = cli("predict", str(profiled_deploy), str(tmp_path / "a.png"), *budget, "--json")
+        result = cli("predict", str(profiled_deploy), str(tmp_path / "a.png"), *budget, "--format", "json")
         assert result.returncode == 0, result.stderr
         kwargs = {k.lstrip("-").replace("-", "_"): (float(v) if k != "--objective" else v)
                   for k, v in zip(budget[::2], budget[1::2], strict=True)}

@@ -76,7 +76,7 @@ def test_the_sampled_objective_is_one_term_per_sample_and_trains() -> None:
     n_nonzero = 64 - clean_count(64, cfg.lambdas, cfg.clean_share)  # the helper's batch: 64 images
     assert 0 < sum(attacked) < 0.9 * n_nonzero * len(attacked), attacked  # λs 0.4 and 1: about 70 %
 
-    with pytest.raises(OatError, match="--objective must be one of weighted, sampled"):
+    with pytest.raises(OatError, match="--loss must be one of weighted, sampled"):
         resolve_config(TrainConfig(objective="summed"), load_dataset("fmnist-mini", limit=64), 1)
 
 

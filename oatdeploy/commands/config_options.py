@@ -33,6 +33,12 @@ def architectures() -> list[str]:
     return list_models()
 
 
+def datasets() -> tuple[str, ...]:
+    from oatdeploy.data import DATASETS
+
+    return DATASETS
+
+
 SCALARS: dict[str, click.ParamType] = {"str": click.STRING, "int": click.INT, "float": click.FLOAT,
                                       "list[float]": FloatList()}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from oatdeploy.runtime.commands.options import quiet_option
 from oatdeploy.runtime.manifest import MODES
 
 
@@ -22,7 +23,7 @@ from oatdeploy.runtime.manifest import MODES
 @click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True,
               help="Training images saved for int8 calibration on the device.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | None, evaluate: bool,
            verify_samples: int, calib_samples: int, data_dir: str | None, quiet: bool) -> None:
     """Export CHECKPOINT's every (λ, width) as verified ONNX plus manifest.json into OUT."""

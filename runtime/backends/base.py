@@ -45,7 +45,7 @@ class InputSpec:
         n = x.shape[0]
         if n < self.min_batch or (self.max_batch is not None and n > self.max_batch):
             raise InputError(f"batch of {n} is outside what {name} takes ({self.describe()}); split the batch, "
-                             "or rebuild the engine with a larger --batch max (oatdeploy build-engines)")
+                             "or rebuild the engine with a larger --max-shape (oatdeploy build-engines)")
         if self.takes_lambda:
             if lam_index is None:
                 raise InputError(f"{name} is a shared graph: pass the λ index")

@@ -12,7 +12,7 @@ from dataclasses import asdict
 import click
 import numpy as np
 
-from oatdeploy.runtime.commands.options import budget_options, graph_options
+from oatdeploy.runtime.commands.options import RENAMED_JSON, Command, budget_options, format_option, graph_options
 from oatdeploy.runtime.selection import Budget
 
 
@@ -21,13 +21,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
-@click.command()
+@click.command(cls=Command, renamed=RENAMED_JSON)
 @click.argument("deploy", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @budget_options
 @graph_options
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: the budget and a prediction per image.")
-def predict(deploy: str, images: tuple[str, ...], budget: Budget, backend: str, precision: str, as_json: bool) -> None:
+@format_option
+def predict(deploy: str, images: tuple[str, ...], budget: Budget, backend: str, precision: str, fmt: str) -> None:
     """Classify IMAGES (PNG/JPEG files, or folders of them) with DEPLOY's variant that meets the budget."""
     from oatdeploy.runtime import Deployment
     from oatdeploy.runtime.images import image_files, load_image
@@ -47,7 +47,7 @@ def predict(deploy: str, images: tuple[str, ...], budget: Budget, backend: str, 
             predictions.append({"file": str(path), "label": label, "class": names[label],
                                 "probability": float(probs[label]), "variant": variant.id,
                                 "served_by": variant.describe()})
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps({"deployment": deploy, "backend": backend, "precision": precision,
                                "budget": asdict(budget), "predictions": predictions}, indent=2))
         return
