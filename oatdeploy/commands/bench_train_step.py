@@ -8,6 +8,7 @@ import statistics
 
 import click
 
+from oatdeploy.commands.config_options import device_option
 from oatdeploy.runtime.commands.options import float_list, int_list
 
 
@@ -19,7 +20,7 @@ from oatdeploy.runtime.commands.options import float_list, int_list
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--input-shape", default="3,32,32", show_default=True, callback=int_list, help="C,H,W")
 @click.option("--widths", default="1", show_default=True, callback=float_list)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def train_step(arch: str, batch_size: int, pgd_steps: int, steps: int, warmup: int, input_shape: list[int],
                widths: list[float], device: str, as_json: bool) -> None:
