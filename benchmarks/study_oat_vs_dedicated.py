@@ -59,9 +59,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu-quick": {"arch": "resnet20", "width": 1.0, "train_limit": None, "test_limit": 5000, "epochs": 2,
                   "seeds": [0], "dedicated_lambdas": [0.0, 0.1, 1.0], "ablation": False, "oats": False,
                   "oats_widths": [1.0], "oats_lambdas_dedicated": []},
-    "quick-smoke": {"dataset": "fmnist-mini", "arch": "resnet20", "width": 0.5, "train_limit": 256, "test_limit": 64,
-                    "epochs": 1, "seeds": [0], "dedicated_lambdas": [0.0, 0.1, 1.0], "ablation": False, "oats": False,
-                    "oats_widths": [0.5], "oats_lambdas_dedicated": []},
+    "quick-smoke": {"dataset": "fmnist-mini", "arch": "resnet20", "width": 0.5, "train_limit": 64, "batch_size": 32,
+                    "test_limit": 16,
+                    "eval_pgd_steps": 2, "epochs": 1, "seeds": [0], "dedicated_lambdas": [0.0, 0.1, 1.0],
+                    "ablation": False, "oats": False, "oats_widths": [0.5], "oats_lambdas_dedicated": []},
 }
 
 
@@ -178,7 +179,7 @@ def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | 
     folder = root / run["name"]
     cfg = TrainConfig(**{"dataset": p.get("dataset", "fashion-mnist"), "data_dir": data_dir, "arch": p["arch"],
                          "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
-                         "seed": run["seed"], "epochs": run["epochs"], "batch_size": 128, "pgd_steps": 7,
+                         "seed": run["seed"], "epochs": run["epochs"], "batch_size": p.get("batch_size", 128), "pgd_steps": 7,
                          "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
                          # fp32 everywhere: runs on CPUs with and without native bf16 compute the same thing
                          "amp": False, "device": device,
@@ -187,7 +188,8 @@ def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | 
         if not wait:
             return None
         time.sleep(20)  # another process is training this run
-    report = trained_report(folder, cfg, lambda ckpt: run_evaluation(ckpt, pgd_steps=20, limit=p["test_limit"],
+    report = trained_report(folder, cfg, lambda ckpt: run_evaluation(ckpt, pgd_steps=p.get("eval_pgd_steps", 20),
+                                                                      limit=p["test_limit"],
                                                                       data_dir=data_dir, progress=False,
                                                                       device=device))
     (folder / ".training-pid").unlink(missing_ok=True)

@@ -15,7 +15,8 @@ graph records those launches once and replays them with one call. What that need
   takes.
 - Gradients: backward inside the capture allocates each parameter's gradient in the graph's memory and
   replay overwrites them, so the optimizer step stays outside the graph (its learning rate changes every
-  step) and `zero_grad` is not called; `run` points each `.grad` at this graph's tensors after a replay.
+  step); `run` points each `.grad` at this graph's tensors after a replay, so `zero_grad(set_to_none=True)`
+  before a step changes nothing.
 - Autocast's cast-weight cache is off in a captured step (OATStep.autocast_ctx).
 
 CUDA only, one process, without torch.compile (trainer.use_cuda_graphs says so); on a CPU the same body

@@ -420,8 +420,7 @@ class Run:
         x, y = self.train_set.x[idx], self.train_set.y[idx]
         if self.cfg.augment:
             x = self.train_set.augment(x, self.step_fn.streams.aug)
-        if self.step_fn.graphs is None:  # a captured step writes its gradients afresh (capture.py)
-            self.opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         stats = self.step_fn(x, y)
         self.opt.step()
         self.sched.step()

@@ -31,8 +31,7 @@ def run_steps(device: str, steps: int = 3, **overrides: object) -> tuple[list[fl
     data = load_dataset("fmnist-mini", limit=32 * steps)
     losses = []
     for b in range(steps):
-        if step.graphs is None:
-            opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         losses.append(step(data.x[32 * b : 32 * (b + 1)], data.y[32 * b : 32 * (b + 1)])["loss"])
         opt.step()
     return [float(v) for v in losses], {k: v.detach().cpu() for k, v in model.state_dict().items()}
