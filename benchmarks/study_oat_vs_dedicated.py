@@ -179,8 +179,8 @@ def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | 
     folder = root / run["name"]
     cfg = TrainConfig(**{"dataset": p.get("dataset", "fashion-mnist"), "data_dir": data_dir, "arch": p["arch"],
                          "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
-                         "seed": run["seed"], "epochs": run["epochs"], "batch_size": p.get("batch_size", 128), "pgd_steps": 7,
-                         "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
+                         "seed": run["seed"], "epochs": run["epochs"], "batch_size": p.get("batch_size", 128),
+                         "pgd_steps": 7, "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
                          # fp32 everywhere: runs on CPUs with and without native bf16 compute the same thing
                          "amp": False, "device": device,
                          **run.get("recipe", {})})
