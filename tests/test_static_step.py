@@ -117,3 +117,10 @@ def test_the_sampled_step_attacks_the_drawn_count_and_learns() -> None:
     qm = adversarial_share(cfg.lambdas) * (32 - clean_count(32, cfg.lambdas, cfg.clean_share))  # 0.7 · 16 = 11.2
     assert set(sizes) <= {11, 12} and qm == pytest.approx(11.2), sizes
     assert sum(losses[-3:]) < sum(losses[:3]), losses
+
+
+def test_cuda_graphs_on_a_cpu_run_the_same_step_without_capture() -> None:
+    model, cfg = model_and_config(cuda_graphs=True)
+    with pytest.warns(UserWarning, match="--cuda-graphs captures CUDA work; on this CPU the step runs as it is"):
+        step = OATStep(model, cfg, build_table("rand", cfg.lambdas), torch.device("cpu"), seed=0)
+    assert step.graphs is None
