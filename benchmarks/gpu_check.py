@@ -43,13 +43,16 @@ SIZES: dict[str, dict[str, Any]] = {
             "step": ["--arch", "resnet34", "--batch-size", "128", "--pgd-steps", "7", "--steps", "5", "--rounds", "3",
                      "--warmup", "2"],
             "variants": ["ours", "fp32", "graphs", "graphs-fp32", "sampled", "graphs-sampled"],
+            "budget_s": BUDGET_S,
             "limits": {"tests": 120, "step": 150, "study": 270, "eval": 90, "export": 60, "nccl": 60}},
     "smoke": {"device": "cpu", "preset": "quick-smoke", "concurrent": 2, "eval_limit": 24, "cpu_eval_limit": 12,
               "eval_pgd": 2, "verify": 16,
               "step": ["--arch", "resnet20", "--batch-size", "8", "--pgd-steps", "1", "--steps", "1", "--rounds", "1",
                        "--warmup", "0"],
               "variants": ["ours", "graphs"],
-              "limits": {"tests": 60, "step": 60, "study": 120, "eval": 60, "export": 60, "nccl": 60}},
+              # A CPU shared with other work (CI) may take several times its unloaded minute or two.
+              "budget_s": 1200, "limits": {"tests": 120, "step": 200, "study": 400, "eval": 200, "export": 200,
+                                           "nccl": 120}},
 }
 
 
@@ -65,7 +68,7 @@ class Check:
         record: dict[str, Any] = {"name": name}
         t0 = time.monotonic()
         if left < 10:
-            record.update(ok=False, error="skipped: the 9-minute budget is spent")
+            record.update(ok=False, error="skipped: the time budget is spent")
         else:
             try:
                 record.update(ok=True, found=fn(min(limit_s, left)))
@@ -209,7 +212,8 @@ def gpu_label(device: str) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# GPU check: {report['gpu']}", "", f"Command: `{report['command']}`  ",
-             f"Versions: {report['versions']}  ", f"Total: {report['wall_s']:.0f} s (budget {BUDGET_S:.0f} s)", "",
+             f"Versions: {report['versions']}  ",
+             f"Total: {report['wall_s']:.0f} s (budget {report['budget_s']:.0f} s)", "",
              "| step | result | seconds |", "|---|---|---|"]
     for s in report["steps"]:
         result = "ok" if s["ok"] else "FAILED: " + s["error"].splitlines()[0][:160]
@@ -271,7 +275,7 @@ def main() -> None:
         sys.exit(f"gpu_check: {args.reference_dir} is not the paper's code (no attacks/pgd.py); drop --reference-dir")
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check-"))
     started = time.monotonic()
-    check = Check(BUDGET_S)
+    check = Check(size["budget_s"])
     lim = size["limits"]
     check.run("tests", lim["tests"], tests)
     check.run("step", lim["step"], lambda t: train_step(size, work, args.reference_dir, t))
@@ -284,7 +288,7 @@ def main() -> None:
     report = {"gpu": gpu, "smoke": args.smoke, "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
               "versions": f"python {platform.python_version()}, torch {torch.__version__}, "
                           f"CUDA {torch.version.cuda}", "wall_s": round(time.monotonic() - started, 1),
-              "steps": check.steps}
+              "budget_s": size["budget_s"], "steps": check.steps}
     from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json
 
     stem = args.results / ("gpu_check_" + re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-"))

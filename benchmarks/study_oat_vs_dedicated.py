@@ -59,8 +59,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu-quick": {"arch": "resnet20", "width": 1.0, "train_limit": None, "test_limit": 5000, "epochs": 2,
                   "seeds": [0], "dedicated_lambdas": [0.0, 0.1, 1.0], "ablation": False, "oats": False,
                   "oats_widths": [1.0], "oats_lambdas_dedicated": []},
-    "quick-smoke": {"dataset": "fmnist-mini", "arch": "resnet20", "width": 0.5, "train_limit": 64, "batch_size": 32,
-                    "test_limit": 16,
+    "quick-smoke": {"dataset": "fmnist-mini", "arch": "resnet20", "width": 0.5, "train_limit": 32, "batch_size": 16,
+                    "test_limit": 8,
                     "eval_pgd_steps": 2, "epochs": 1, "seeds": [0], "dedicated_lambdas": [0.0, 0.1, 1.0],
                     "ablation": False, "oats": False, "oats_widths": [0.5], "oats_lambdas_dedicated": []},
 }
