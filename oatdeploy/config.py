@@ -29,7 +29,7 @@ DERIVED = {"derived": True}
 # What a checkpoint written before a field existed was trained with (not the field's default today).
 LEGACY = {"film": "mlp", "lambda_head": False, "objective": "weighted"}
 MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "max_steps", "save_every", "device", "dist_timeout",
-                                  "channels_last", "compile"})
+                                  "channels_last", "compile", "cuda_graphs"})
 
 
 @dataclass
@@ -74,6 +74,7 @@ class TrainConfig:
     amp_cpu: bool = False  # and on CPUs that compute bf16 natively
     channels_last: bool = False  # torch 2.13's oneDNN conv backward corrupted the heap with it on a CPU
     compile: bool = False
+    cuda_graphs: bool = False  # capture the step as a CUDA graph and replay it (oatdeploy/capture.py); CUDA only
     device: str = "auto"
     dist_timeout: float = 600.0
     # Filled in from the dataset and the launch:

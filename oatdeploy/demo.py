@@ -30,10 +30,13 @@ def example_budgets(dep: Deployment) -> list[Budget]:
 
 def run_demo(out: str | Path, epochs: int = DEMO_TRAIN["epochs"], max_steps: int | None = None,  # type: ignore[assignment]
              eval_limit: int = DEMO_EVAL["limit"], seed: int = 0, force: bool = False,
-             stage: Callable[[str], None] = print, say: Callable[[str], None] = print) -> Path:
+             stage: Callable[[str], None] = print, say: Callable[[str], None] = print, device: str = "auto") -> Path:
     """Run the pipeline into OUT/run (checkpoint, eval.json) and OUT/deploy (the deployment and its plot);
-    `stage` announces each step, `say` reports its result. Returns the deployment folder."""
+    `stage` announces each step, `say` reports its result. Training, evaluation and export's attacks run on
+    `device` (auto: a GPU when torch sees one); profiling is ONNX Runtime's, on the CPU. Returns the deployment
+    folder."""
     from oatdeploy.config import TrainConfig
+    from oatdeploy.devices import resolve_device
     from oatdeploy.evaluate import format_table, knob_summary, run_evaluation
     from oatdeploy.export.manifest import format_variants
     from oatdeploy.export.pipeline import export_deployment
@@ -43,21 +46,23 @@ def run_demo(out: str | Path, epochs: int = DEMO_TRAIN["epochs"], max_steps: int
     from oatdeploy.runtime.profile import format_profile
     from oatdeploy.trainer import train
 
+    resolve_device(device)  # a wrong --device is refused before anything is written
     t0 = time.perf_counter()
     run, deploy = Path(out) / "run", Path(out) / "deploy"
     check_run_folder(run, force=force, resumable=False)
     check_deployment_folder(deploy, force=force)
     stage(f"train: {DEMO_TRAIN['arch']} supernet, widths {DEMO_TRAIN['widths']}, embedded fmnist-mini")
     ckpt = train(TrainConfig(**{**DEMO_TRAIN, "epochs": epochs, "max_steps": max_steps, "seed": seed,
-                                "out": str(run)}))
+                                "out": str(run), "device": device}))
     stage(f"eval: SA/RA per (λ, width), PGD-{DEMO_EVAL['pgd_steps']} on {eval_limit} test images")
-    report = run_evaluation(ckpt, pgd_steps=DEMO_EVAL["pgd_steps"], limit=eval_limit)
+    report = run_evaluation(ckpt, pgd_steps=DEMO_EVAL["pgd_steps"], limit=eval_limit, device=device)
     atomic_write_json(run / "eval.json", report)
     say(format_table(report))
     say("\n".join(["what the λ knob does at full width:", *knob_summary(report)]))
 
     stage("export: fold BN and FiLM into every (λ, width), ONNX, verified under ONNX Runtime")
-    manifest = export_deployment(ckpt, deploy, verify_samples=min(eval_limit, 500), adv_steps=DEMO_EVAL["pgd_steps"])
+    manifest = export_deployment(ckpt, deploy, verify_samples=min(eval_limit, 500), adv_steps=DEMO_EVAL["pgd_steps"],
+                                 device=device)
     say(format_variants(manifest))
 
     stage("profile: latency of every variant on this machine (ONNX Runtime, batch 1)")

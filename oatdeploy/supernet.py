@@ -28,6 +28,16 @@ class Supernet:
         self.arch: str = config["arch"]
         self.dual_bn: bool = bool(config.get("dual_bn", True))
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> Supernet:
+        """Move all of its state (the weights and the λ encoding table) to `device`; returns itself."""
+        self.model.to(device)
+        self.encoding = self.encoding.to(device)
+        return self
+
     def uses_clean_bn(self, lam: float) -> bool:
         """λ = 0 runs through the clean BN, every other λ through the adversarial one (unless dual BN is off)."""
         return lam == 0.0 or not self.dual_bn
@@ -74,7 +84,7 @@ class Supernet:
         if tuple(x.shape[1:]) != self.input_shape or x.dim() != 4:
             hint = "; add a batch axis (x[None])" if tuple(x.shape) == self.input_shape else ""
             raise ValueError(f"x has shape {list(x.shape)}; this supernet takes [N, C, H, W] = {expected}{hint}")
-        return x.to(device=next(self.model.parameters()).device, dtype=torch.float32)
+        return x.to(device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
     def subnet(self, lam: float, width: float) -> nn.Module:

@@ -7,7 +7,7 @@ import statistics
 
 import click
 
-from oatdeploy.commands.config_options import LazyChoice, architectures
+from oatdeploy.commands.config_options import LazyChoice, architectures, device_option
 from oatdeploy.runtime.commands.options import RENAMED_JSON, Command, float_list, format_option, int_list
 
 
@@ -25,7 +25,7 @@ from oatdeploy.runtime.commands.options import RENAMED_JSON, Command, float_list
               help="C x H x W of the random images: 3x32x32 or 3,32,32.")
 @click.option("--widths", default="1", show_default=True, callback=float_list,
               help="Width fractions trained per step, as `train --widths`.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option
 @format_option
 def train_step(arch: str, batch_size: int, pgd_steps: int, steps: int, warmup: int, input_shape: list[int],
                widths: list[float], device: str, fmt: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from oatdeploy.commands.config_options import device_option
 from oatdeploy.demo import DEMO_EVAL, DEMO_TRAIN
 
 
@@ -16,9 +17,10 @@ from oatdeploy.demo import DEMO_EVAL, DEMO_TRAIN
               help="Test images used for SA/RA.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds training and evaluation.")
 @click.option("--force", is_flag=True, help="Replace the run and deployment of an earlier demo in --out.")
-def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: int, force: bool) -> None:
+@device_option
+def demo(out: str, epochs: int, max_steps: int | None, eval_limit: int, seed: int, force: bool, device: str) -> None:
     """Train an OATS supernet on the embedded data, evaluate it, export, profile and select."""
     from oatdeploy.demo import run_demo
 
     run_demo(out, epochs, max_steps, eval_limit, seed, force, stage=lambda name: click.secho(f"\n== {name}", bold=True),
-             say=click.echo)
+             say=click.echo, device=device)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from oatdeploy.commands.config_options import device_option
 from oatdeploy.eval_files import ATTACKS
 from oatdeploy.runtime.commands.options import format_option, quiet_option
 
@@ -21,8 +22,9 @@ from oatdeploy.runtime.commands.options import format_option, quiet_option
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate on the first N samples (RobustBench allows subsets during development).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Images per forward pass and attack batch (memory, not results).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per attack batch  [default: 256 on a CPU, 512 to 2048 on a GPU by its memory]")
+@device_option
 @click.option("--attack", type=click.Choice(ATTACKS), default="pgd", show_default=True,
               help="pgd: PGD-N (--pgd-steps); apgd-ce: APGD-CE from adversarial-robustness-toolbox; autoattack: the "
                    "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square-5000) from pyautoattack. "
@@ -34,8 +36,8 @@ from oatdeploy.runtime.commands.options import format_option, quiet_option
 @quiet_option
 @format_option
 def evaluate(checkpoint: str, out: str | None, pgd_steps: int, eps: float | None, limit: int | None,
-             data_dir: str | None, batch_size: int, attack: str, force: bool, val_split: bool, quiet: bool,
-             fmt: str) -> None:
+             data_dir: str | None, batch_size: int | None, device: str, attack: str, force: bool, val_split: bool,
+             quiet: bool, fmt: str) -> None:
     """SA and RA for every (λ, width) of CHECKPOINT, printed as a table and written as JSON."""
     from oatdeploy.eval_files import evaluation_name
     from oatdeploy.evaluate import format_table, run_evaluation
@@ -45,7 +47,8 @@ def evaluate(checkpoint: str, out: str | None, pgd_steps: int, eps: float | None
     from oatdeploy.runtime.manifest import attack_label
 
     report = run_evaluation(checkpoint, pgd_steps=pgd_steps, eps=eps, limit=limit, data_dir=data_dir,
-                            batch_size=batch_size, attack=attack, val_split=val_split, progress=not quiet)
+                            batch_size=batch_size, attack=attack, val_split=val_split, progress=not quiet,
+                            device=device)
     if fmt == "text":
         click.echo(format_table(report))
         click.echo(f"RA under {attack_label(report)} (eps {report['attack']['eps']:.4g}) on "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from oatdeploy.commands.config_options import device_option
 from oatdeploy.runtime.commands.options import quiet_option
 from oatdeploy.runtime.manifest import MODES
 
@@ -23,9 +24,10 @@ from oatdeploy.runtime.manifest import MODES
 @click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True,
               help="Training images saved for int8 calibration on the device.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
+@device_option
 @quiet_option
 def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | None, evaluate: bool,
-           verify_samples: int, calib_samples: int, data_dir: str | None, quiet: bool) -> None:
+           verify_samples: int, calib_samples: int, data_dir: str | None, device: str, quiet: bool) -> None:
     """Export CHECKPOINT's every (λ, width) as verified ONNX plus manifest.json into OUT."""
     from oatdeploy.eval_files import choose_evaluation
     from oatdeploy.export.manifest import format_variants
@@ -36,7 +38,7 @@ def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | N
     eval_json = choose_evaluation(checkpoint, eval_json)
     manifest = export_deployment(checkpoint, out, mode=mode, eval_json=eval_json, evaluate=evaluate,
                                  verify_samples=verify_samples, calib_samples=calib_samples, data_dir=data_dir,
-                                 progress=not quiet)
+                                 progress=not quiet, device=device)
     click.echo(format_variants(manifest))
     source = manifest.metrics_source
     if source is None or source.origin is None:

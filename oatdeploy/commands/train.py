@@ -17,7 +17,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from oatdeploy.commands.config_options import LazyChoice, architectures, config_options, datasets
+from oatdeploy.commands.config_options import DEVICE_HELP, LazyChoice, architectures, config_options, datasets
 from oatdeploy.config import (
     ENCODINGS,
     FILM_KINDS,
@@ -87,7 +87,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "channels_last": {"help": "Channels-last tensors: faster convolutions on CUDA (on a CPU, torch 2.13's oneDNN "
                               "convolution backward corrupted memory with them, so it is off by default)."},
     "compile": {"help": "torch.compile the model for training and for the attack (minutes of compiling first)."},
-    "device": {"help": "auto, cpu or cuda."},
+    "cuda_graphs": {"help": "Capture the training step as a CUDA graph once and replay it (one GPU, no --compile; "
+                            "ignored with a warning on a CPU)."},
+    "device": {"help": DEVICE_HELP},
     "dist_timeout": {"type": click.FloatRange(min=0, min_open=True),
                      "help": "Seconds a collective waits for the other ranks before naming the one that stopped."},
 }
