@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ from oatdeploy.runtime.atomic import atomic_write_json
 from oatdeploy.runtime.errors import OatError
 
 log = logging.getLogger("oatdeploy.train")
+StepHook = Callable[[int, int], None]  # (steps done, the step the run stops at)
 
 def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     """`--device` made concrete: auto picks CUDA when present; a process takes the GPU of its local rank."""
@@ -374,7 +375,7 @@ class Run:
         heartbeat(self.info, self.step)
         return any_rank(stop.signum, self.device)
 
-    def run(self, stop: StopRequests, progress: bool) -> Path:
+    def run(self, stop: StopRequests, progress: bool, on_step: StepHook | None = None) -> Path:
         cfg, info = self.cfg, self.info
         self.model.train()
         t0 = time.perf_counter()
@@ -388,6 +389,8 @@ class Run:
                 for b in range(in_epoch, self.steps_per_epoch):
                     stats = self.train_step(order, b)
                     bar.update(1)
+                    if on_step is not None:
+                        on_step(self.step, self.stop_at)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats.get('sa', math.nan):.2f}",
                                     ra=f"{stats.get('ra', 0):.2f}")
                     if info.is_main and (self.step % 20 == 0 or self.step == self.stop_at):
@@ -414,13 +417,14 @@ class Run:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          given: Collection[str] | None = None) -> Path:
+          given: Collection[str] | None = None, on_step: StepHook | None = None) -> Path:
     """Train a supernet; returns the checkpoint path (RUN/supernet.pt).
 
     `resume` continues RUN/supernet.pt; `given` names the fields the caller set on purpose (the CLI
     passes the options on its command line; by default, fields that differ from TrainConfig's defaults),
     and any of them that contradicts the checkpoint is refused. SIGTERM/SIGINT end the current step,
     write the checkpoint and raise TrainingInterrupted; a rank that stops answering raises RankLost.
+    `on_step(step, last_step)` is called after every step (the demo estimates its time left from it).
     """
     out = Path(cfg.out)
     payload = None
@@ -447,7 +451,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if info.is_main:
                 atomic_write_json(out / "config.json", asdict(cfg))
                 log.info("config %s", json.dumps(asdict(cfg)))
-            path = run.run(stop, progress)
+            path = run.run(stop, progress, on_step)
         clean_exit = True
         return path
     except TrainingInterrupted:
