@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import asdict
 from pathlib import Path
@@ -71,9 +72,9 @@ from oatdeploy.lambdas import (
 from oatdeploy.models import OATModel
 from oatdeploy.nn import SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
-from oatdeploy.resume import RankStreams, restore_streams
+from oatdeploy.resume import RankStreams, continuation, rescheduled, restore_streams
 from oatdeploy.runtime.atomic import atomic_write_json
-from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.errors import OatError, OatWarning
 
 log = logging.getLogger("oatdeploy.train")
 StepHook = Callable[[int, int], None]  # (steps done, the step the run stops at)
@@ -327,12 +328,19 @@ class Run:
         self.opt, self.sched = make_optimizer(self.model, cfg, total_steps)
         self.step_fn = OATStep(self.model, cfg, self.encoding, self.device, seed=cfg.seed, rank=info.rank,
                                ddp=info.distributed)
-        self.step = 0
+        self.step = self.resumed_at = 0
+        self.resume_note = ""
         if payload:
             state = payload["trainer"]
             self.opt.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
+            saved_total = int(state["scheduler"].get("T_max", total_steps))
+            self.resumed_at, self.resume_note = self.step, continuation(self.step, self.stop_at, total_steps,
+                                                                        saved_total, cfg.max_steps)
+            if saved_total == total_steps:
+                self.sched.load_state_dict(state["scheduler"])
+            else:
+                self.sched = rescheduled(self.opt, total_steps, self.step)
             self.step_fn.width_gen.set_state(state["width_gen"])
             self.step_fn.streams, note = restore_streams(state, cfg.seed, info.rank, info.world_size, self.step)
             if note and info.is_main:
@@ -412,7 +420,9 @@ class Run:
                     self.save()
         self.save()
         if info.is_main:
-            log.info("done: %d steps in %.1f s", self.step, time.perf_counter() - t0)
+            since = f" (resumed at step {self.resumed_at})" if self.resume_note else ""
+            log.info("done: %d steps%s; %d run in %.1f s", self.step, since, self.step - self.resumed_at,
+                     time.perf_counter() - t0)
         return self.ckpt_path
 
 
@@ -451,6 +461,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             if info.is_main:
                 atomic_write_json(out / "config.json", asdict(cfg))
                 log.info("config %s", json.dumps(asdict(cfg)))
+                if run.resume_note:
+                    log.info("%s", run.resume_note)
+                if run.resume_note and run.step >= run.stop_at:
+                    warnings.warn(run.resume_note, OatWarning, stacklevel=2)
             path = run.run(stop, progress, on_step)
         clean_exit = True
         return path
