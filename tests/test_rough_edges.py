@@ -6,7 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+
+import pytest
 
 
 def test_ctrl_c_in_any_command_exits_130_with_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
@@ -25,3 +28,21 @@ def test_ctrl_c_in_any_command_exits_130_with_one_line(tiny_ckpt: Path, tmp_path
     assert proc.returncode == 130, err[-2000:]
     assert err.rstrip().splitlines()[-1] == "interrupted (Ctrl-C)", err[-2000:]
     assert "Aborted" not in err and "Traceback" not in err and not out.exists()
+
+
+def test_float_pixels_left_at_0_255_warn_where_images_are_served(profiled_deploy: Path, tiny_ckpt: Path) -> None:
+    import numpy as np
+
+    import oatdeploy
+    from oatdeploy.runtime import Deployment
+    from oatdeploy.runtime.errors import OatWarning
+
+    x = np.load(profiled_deploy / "verify" / "clean.npz")["x"][:2].astype(np.float32)
+    with Deployment.load(profiled_deploy).switcher() as sw, warnings.catch_warnings():
+        warnings.simplefilter("error")  # images in [0, 1]: not a word
+        sw(x)
+        with pytest.warns(OatWarning, match=r"scaled to \[0, 1\] \(8-bit pixels: x / 255\)"):
+            sw(x * 255)
+    sn = oatdeploy.load_checkpoint(tiny_ckpt)
+    with pytest.warns(OatWarning, match="x / 255"):
+        sn.predict(x * 255, lam=0.4, width=0.5)
