@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,3 +47,28 @@ def test_float_pixels_left_at_0_255_warn_where_images_are_served(profiled_deploy
     sn = oatdeploy.load_checkpoint(tiny_ckpt)
     with pytest.warns(OatWarning, match="x / 255"):
         sn.predict(x * 255, lam=0.4, width=0.5)
+
+
+def one_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+
+
+def test_hints_point_the_right_way(cli, tiny_ckpt: Path, profiled_deploy: Path, tmp_path: Path) -> None:
+    run = tiny_ckpt.parent
+    # a run folder where a deployment belongs: export it into a folder of its own (not into the run)
+    one_line(cli("select", str(run)), "is a training run", f"oatdeploy export {run / 'supernet.pt'} --out DEPLOY")
+    # a run folder where a checkpoint belongs: the file inside it
+    for command in ("export", "eval"):
+        one_line(cli(command, str(run), "--out", str(tmp_path / "x")), f"oatdeploy {command} {run / 'supernet.pt'}")
+    # our own checkpoint given to import-reference: nothing to import
+    one_line(cli("import-reference", str(tiny_ckpt), "--arch", "resnet34", "--lambdas", "0,1", "--encoding", "rand",
+                 "--dataset", "cifar10", "--out", str(tmp_path / "r")), "already an oatdeploy checkpoint")
+    assert not (tmp_path / "r").exists()
+    # a damaged deployment: info says how to look at it anyway
+    deploy = Path(shutil.copytree(profiled_deploy, tmp_path / "d"))
+    (deploy / "verify" / "clean.npz").write_bytes(b"changed")
+    one_line(cli("info", str(deploy)), "does not match its sha256", f"oatdeploy info {deploy} --no-verify")
+    assert cli("info", str(deploy), "--no-verify").returncode == 0

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from oatdeploy.runtime.folder import load_manifest
+from oatdeploy.runtime.errors import ArtifactError
+from oatdeploy.runtime.folder import check_file, load_manifest
 from oatdeploy.runtime.manifest import Engine, Manifest
 
 FORMATS = ("table", "json", "csv", "md")
@@ -161,7 +162,14 @@ def format_table(folder: str | Path, manifest: Manifest) -> str:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (to inspect a damaged copy).")
 def info(deploy: str, fmt: str, as_json: bool, no_verify: bool) -> None:
     """Show what DEPLOY holds: variants with SA/RA and cost, every device's latency, engines, quantized models."""
-    manifest = load_manifest(deploy, check_sha256=not no_verify)  # a whole-folder audit
+    manifest = load_manifest(deploy, check_sha256=False)
+    if not no_verify:  # a whole-folder audit
+        try:
+            for rel, digest in manifest.artifacts():
+                check_file(deploy, rel, digest)
+        except ArtifactError as e:
+            raise ArtifactError(f"{e}; to look at the deployment as it is: oatdeploy info {deploy} --no-verify") \
+                from None
     fmt = "json" if as_json else fmt
     if fmt == "json":
         click.echo(json.dumps(summary(deploy, manifest), indent=2))
