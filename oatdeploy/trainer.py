@@ -329,7 +329,7 @@ class Run:
         self.step_fn = OATStep(self.model, cfg, self.encoding, self.device, seed=cfg.seed, rank=info.rank,
                                ddp=info.distributed)
         self.step = self.resumed_at = 0
-        self.resume_note = ""
+        self.resume_note, self.streams_note = "", None
         if payload:
             state = payload["trainer"]
             self.opt.load_state_dict(state["optimizer"])
@@ -342,9 +342,8 @@ class Run:
             else:
                 self.sched = rescheduled(self.opt, total_steps, self.step)
             self.step_fn.width_gen.set_state(state["width_gen"])
-            self.step_fn.streams, note = restore_streams(state, cfg.seed, info.rank, info.world_size, self.step)
-            if note and info.is_main:
-                log.warning("%s", note)
+            self.step_fn.streams, self.streams_note = restore_streams(state, cfg.seed, info.rank, info.world_size,
+                                                                      self.step)
 
     def trainer_state(self) -> dict[str, Any] | None:
         """Optimizer, schedule, step and every rank's random streams (on rank 0; None on the others)."""
@@ -454,15 +453,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     clean_exit = False
     try:
         cfg = resolve_config(cfg, train_set, info.world_size)
-        out.mkdir(parents=True, exist_ok=True)
-        handler = setup_logging(out, info.is_main)
         with StopRequests(announce=info.is_main) as stop:
-            run = Run(cfg, info, train_set, payload)
+            run = Run(cfg, info, train_set, payload)  # a bad option stops here, before the run folder is touched
+            out.mkdir(parents=True, exist_ok=True)
+            handler = setup_logging(out, info.is_main)
             if info.is_main:
                 atomic_write_json(out / "config.json", asdict(cfg))
                 log.info("config %s", json.dumps(asdict(cfg)))
                 if run.resume_note:
                     log.info("%s", run.resume_note)
+                if run.streams_note:
+                    log.warning("%s", run.streams_note)
                 if run.resume_note and run.step >= run.stop_at:
                     warnings.warn(run.resume_note, OatWarning, stacklevel=2)
             path = run.run(stop, progress, on_step)

@@ -72,3 +72,14 @@ def test_hints_point_the_right_way(cli, tiny_ckpt: Path, profiled_deploy: Path, 
     (deploy / "verify" / "clean.npz").write_bytes(b"changed")
     one_line(cli("info", str(deploy)), "does not match its sha256", f"oatdeploy info {deploy} --no-verify")
     assert cli("info", str(deploy), "--no-verify").returncode == 0
+
+
+@pytest.mark.parametrize("bad", [{"arch": "resnet18"}, {"batch_size": 4096}])
+def test_training_refused_for_a_bad_option_leaves_no_run_folder(tmp_path: Path, bad: dict[str, object]) -> None:
+    from oatdeploy.runtime.errors import OatError
+    from oatdeploy.trainer import TrainConfig, train
+    from tests.conftest import TINY
+
+    with pytest.raises(OatError, match="resnet20" if "arch" in bad else "lower --batch-size"):
+        train(TrainConfig(**{**TINY, **bad, "out": str(tmp_path / "run")}), progress=False)
+    assert not (tmp_path / "run").exists()  # no train.log, no folder
