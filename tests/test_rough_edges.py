@@ -83,3 +83,23 @@ def test_training_refused_for_a_bad_option_leaves_no_run_folder(tmp_path: Path, 
     with pytest.raises(OatError, match="resnet20" if "arch" in bad else "lower --batch-size"):
         train(TrainConfig(**{**TINY, **bad, "out": str(tmp_path / "run")}), progress=False)
     assert not (tmp_path / "run").exists()  # no train.log, no folder
+
+
+def test_the_checkout_imported_from_the_folder_that_holds_it_says_so(tmp_path: Path) -> None:
+    """From a checkout's parent folder, `import oatdeploy` finds the checkout (no __init__.py: an empty namespace
+    package) before an editable install's finder; importing anything in it then names the fix."""
+    (tmp_path / "oatdeploy").symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def python(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    if python("import oatdeploy; assert oatdeploy.__file__ is None").returncode:
+        pytest.skip("a regular install: Python finds the installed package before the checkout")
+    for module in ("oatdeploy.runtime", "oatdeploy.export", "oatdeploy.oatdeploy"):
+        result = python(f"import {module}")
+        assert result.returncode == 1, (module, result.stderr)
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"ImportError: `import oatdeploy` found the folder {tmp_path / 'oatdeploy'}"), last
+        assert last.endswith(f"run Python from another folder, e.g. `cd {tmp_path / 'oatdeploy'}`"), last
