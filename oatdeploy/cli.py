@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal err
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
@@ -16,7 +17,7 @@ import click
 from oatdeploy import __version__
 from oatdeploy.commands import WORKSTATION
 from oatdeploy.runtime.commands import DEVICE, LazyGroup
-from oatdeploy.runtime.errors import OatError, OatWarning
+from oatdeploy.runtime.errors import OatError, OatWarning, OptionError
 
 COMMANDS = {**WORKSTATION, **DEVICE}
 
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except OatError as e:
-        click.echo(f"error: {e}", err=True)
+        if not isinstance(e, OptionError) or os.environ.get("RANK", "0") == "0":  # one line per launch, not per rank
+            click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except FileNotFoundError as e:
         click.echo(f"error: file not found: {e.filename or e}. Check the path.", err=True)

@@ -66,6 +66,7 @@ from oatdeploy.lambdas import (
     check_lambdas,
     check_weights,
     check_widths,
+    clean_count,
     sample_indices,
     sample_terms,
 )
@@ -74,7 +75,7 @@ from oatdeploy.nn import SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
 from oatdeploy.resume import RankStreams, continuation, rescheduled, restore_streams
 from oatdeploy.runtime.atomic import atomic_write_json
-from oatdeploy.runtime.errors import OatError, OatWarning
+from oatdeploy.runtime.errors import OatError, OatWarning, OptionError
 
 log = logging.getLogger("oatdeploy.train")
 StepHook = Callable[[int, int], None]  # (steps done, the step the run stops at)
@@ -131,6 +132,17 @@ def step_widths(count: int, rule: str, generator: torch.Generator) -> list[int]:
         return list(range(count))
     middle = 1 + int(torch.randint(count - 2, (1,), generator=generator))
     return [count - 1, 0, middle]
+
+
+def may_leave_unused(cfg: TrainConfig, batch_size: int) -> bool:
+    """Whether a step's synchronised forward (the last width's) can leave a parameter without a gradient, so that
+    DDP must look for it: another width's own BN and FiLM, a BN no sample of the batch goes to, a term the sampled
+    objective dropped. One width with the weighted loss uses every parameter whenever a rank's batch holds both
+    λ = 0 samples and others (dual BN), or always (one BN)."""
+    if len(cfg.widths) > 1 or cfg.objective != "weighted":
+        return True
+    n_clean = clean_count(batch_size, cfg.lambdas, cfg.clean_share)
+    return cfg.dual_bn and not 0 < n_clean < batch_size
 
 
 class OATObjective(nn.Module):
@@ -190,7 +202,8 @@ class OATStep:
         # The attack and the training forward share one compiled module (dynamo keeps a graph per mode and width).
         self.net = compile_model(model) if cfg.compile else model
         self.objective = OATObjective(self.net, cfg.dual_bn)
-        self.ddp = wrap_ddp(self.objective, device) if ddp else None
+        self.ddp = wrap_ddp(self.objective, device, may_leave_unused(cfg, cfg.batch_size // cfg.world_size)) \
+            if ddp else None
 
     def widths_for_step(self) -> list[int]:
         return step_widths(len(self.cfg.widths), self.cfg.width_rule, self.width_gen)
@@ -452,9 +465,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     handler: logging.Handler | None = None
     clean_exit = False
     try:
-        cfg = resolve_config(cfg, train_set, info.world_size)
         with StopRequests(announce=info.is_main) as stop:
-            run = Run(cfg, info, train_set, payload)  # a bad option stops here, before the run folder is touched
+            try:  # a bad option stops here, on every rank alike, before the run folder is touched
+                cfg = resolve_config(cfg, train_set, info.world_size)
+                run = Run(cfg, info, train_set, payload)
+            except OatError as e:
+                raise OptionError(str(e)) from None
             out.mkdir(parents=True, exist_ok=True)
             handler = setup_logging(out, info.is_main)
             if info.is_main:

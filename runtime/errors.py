@@ -7,6 +7,10 @@ class OatError(Exception):
     """Bad input or usage: the message names the problem and the fix."""
 
 
+class OptionError(OatError):
+    """Options every process of a launch finds wrong alike (torchrun): rank 0 alone reports it."""
+
+
 class DatasetMissing(OatError):
     """Dataset files are not where they were looked for."""
 
