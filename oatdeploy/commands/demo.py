@@ -19,7 +19,7 @@ from oatdeploy.demo import FULL, QUICK
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cut training short (smoke runs).")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None,
               help=f"Test images used for SA/RA [default: {FULL.eval_limit}, with --quick {QUICK.eval_limit}].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the training run.")
 @click.option("--force", is_flag=True, help="Replace the run and deployment of an earlier demo in --out.")
 def demo(out: str, quick: bool, epochs: int | None, max_steps: int | None, eval_limit: int | None, seed: int,
          force: bool) -> None:
