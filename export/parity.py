@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
+from oatdeploy.runtime.backends.ort import onnxruntime_module
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import Verification
 
 DEFAULT_TOLERANCE = 1e-3  # fp32 logits; folding itself is exact to ~1e-6
 
 
-def cpu_session(path: str | Path) -> ort.InferenceSession:
+def cpu_session(path: str | Path) -> Any:
+    """An ONNX Runtime session on the CPU (export checks there, whatever the machine serves with)."""
+    ort = onnxruntime_module()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def run_graph(session: ort.InferenceSession, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
+def run_graph(session: Any, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
     feed = {INPUT_NAME: x.astype(np.float32, copy=False)}
     if lam_index is not None:
         feed[LAM_INDEX_NAME] = np.array([lam_index], dtype=np.int64)
     return session.run(None, feed)[0]
 
 
-def check_parity(session: ort.InferenceSession, x: np.ndarray, reference: np.ndarray, label: str,
+def check_parity(session: Any, x: np.ndarray, reference: np.ndarray, label: str,
                  lam_index: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> Verification:
     """Max |Δlogit| and top-1 agreement against the supernet; raises when the graph is not the model."""
     logits = run_graph(session, x, lam_index)

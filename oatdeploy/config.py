@@ -5,7 +5,8 @@ Torch-free, so that `oatdeploy train` can build one option per field without imp
 dataset and the launch; `flag` metadata names an option whose name is not the field's.
 
 A resumed run continues the checkpoint's configuration. Fields that only steer the process (where
-the data lives, when to stop or save, the device, the timeout) may change; any other option given
+the data lives, when to stop or save, the device, the timeout) may change, and so may --epochs (a run
+trained longer: oatdeploy/resume.py); any other option given
 with `--resume` must equal the checkpoint's value, or the resume is refused, naming the option.
 """
 
@@ -28,7 +29,7 @@ WIDTH_RULES = ("all", "sandwich")  # which widths one step trains
 DERIVED = {"derived": True}
 # What a checkpoint written before a field existed was trained with (not the field's default today).
 LEGACY = {"film": "mlp", "lambda_head": False, "objective": "weighted"}
-MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "max_steps", "save_every", "device", "dist_timeout",
+MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "epochs", "max_steps", "save_every", "device", "dist_timeout",
                                   "channels_last", "compile", "cuda_graphs"})
 
 

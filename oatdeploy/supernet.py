@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from torch import nn
 
 from oatdeploy.models import FoldCtx, OATModel
 from oatdeploy.models.plain import PlainNet
+from oatdeploy.runtime.backends.base import UNSCALED
+from oatdeploy.runtime.errors import OatWarning
 from oatdeploy.runtime.manifest import choice_index
 
 
@@ -81,6 +84,8 @@ class Supernet:
         if not x.is_floating_point():
             raise ValueError(f"x has dtype {x.dtype}; pass float images in [0, 1] shaped {expected} "
                              "(uint8 pixels: x.float() / 255)")
+        if x.numel() and float(x.max()) > 1.01:
+            warnings.warn(UNSCALED, OatWarning, stacklevel=3)
         if tuple(x.shape[1:]) != self.input_shape or x.dim() != 4:
             hint = "; add a batch axis (x[None])" if tuple(x.shape) == self.input_shape else ""
             raise ValueError(f"x has shape {list(x.shape)}; this supernet takes [N, C, H, W] = {expected}{hint}")

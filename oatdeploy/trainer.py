@@ -28,7 +28,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,17 +69,19 @@ from oatdeploy.lambdas import (
     check_lambdas,
     check_weights,
     check_widths,
+    clean_count,
     sample_indices,
     sample_terms,
 )
 from oatdeploy.models import OATModel
 from oatdeploy.nn import SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
-from oatdeploy.resume import RankStreams, restore_streams
+from oatdeploy.resume import RankStreams, continuation, rescheduled, restore_streams
 from oatdeploy.runtime.atomic import atomic_write_json
-from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.errors import OatError, OatWarning, OptionError
 
 log = logging.getLogger("oatdeploy.train")
+StepHook = Callable[[int, int], None]  # (steps done, the step the run stops at)
 
 def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
     """`--device` made concrete (devices.resolve_device); under torchrun, `cuda` means this rank's GPU."""
@@ -137,6 +139,17 @@ def step_widths(count: int, rule: str, generator: torch.Generator) -> list[int]:
         return list(range(count))
     middle = 1 + int(torch.randint(count - 2, (1,), generator=generator))
     return [count - 1, 0, middle]
+
+
+def may_leave_unused(cfg: TrainConfig, batch_size: int) -> bool:
+    """Whether a step's synchronised forward (the last width's) can leave a parameter without a gradient, so that
+    DDP must look for it: another width's own BN and FiLM, a BN no sample of the batch goes to, a term the sampled
+    objective dropped. One width with the weighted loss uses every parameter whenever a rank's batch holds both
+    λ = 0 samples and others (dual BN), or always (one BN)."""
+    if len(cfg.widths) > 1 or cfg.objective != "weighted":
+        return True
+    n_clean = clean_count(batch_size, cfg.lambdas, cfg.clean_share)
+    return cfg.dual_bn and not 0 < n_clean < batch_size
 
 
 class OATObjective(nn.Module):
@@ -220,7 +233,8 @@ class OATStep:
         # The attack and the training forward share one compiled module (dynamo keeps a graph per mode and width).
         self.net = compile_model(model) if cfg.compile else model
         self.objective = OATObjective(self.net, cfg.dual_bn)
-        self.ddp = wrap_ddp(self.objective, device) if ddp else None
+        self.ddp = wrap_ddp(self.objective, device, may_leave_unused(cfg, cfg.batch_size // cfg.world_size)) \
+            if ddp else None
         self.graphs = GraphedStep(self) if use_cuda_graphs(cfg, device, ddp) else None
 
     def widths_for_step(self) -> list[int]:
@@ -388,16 +402,22 @@ class Run:
         self.opt, self.sched = make_optimizer(self.model, cfg, total_steps)
         self.step_fn = OATStep(self.model, cfg, self.encoding, self.device, seed=cfg.seed, rank=info.rank,
                                ddp=info.distributed)
-        self.step = 0
+        self.step = self.resumed_at = 0
+        self.resume_note, self.streams_note = "", None
         if payload:
             state = payload["trainer"]
             self.opt.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
+            saved_total = int(state["scheduler"].get("T_max", total_steps))
+            self.resumed_at, self.resume_note = self.step, continuation(self.step, self.stop_at, total_steps,
+                                                                        saved_total, cfg.max_steps)
+            if saved_total == total_steps:
+                self.sched.load_state_dict(state["scheduler"])
+            else:
+                self.sched = rescheduled(self.opt, total_steps, self.step)
             self.step_fn.width_gen.set_state(state["width_gen"])
-            self.step_fn.streams, note = restore_streams(state, cfg.seed, info.rank, info.world_size, self.step)
-            if note and info.is_main:
-                log.warning("%s", note)
+            self.step_fn.streams, self.streams_note = restore_streams(state, cfg.seed, info.rank, info.world_size,
+                                                                      self.step)
 
     def trainer_state(self) -> dict[str, Any] | None:
         """Optimizer, schedule, step and every rank's random streams (on rank 0; None on the others)."""
@@ -436,7 +456,7 @@ class Run:
         heartbeat(self.info, self.step)
         return any_rank(stop.signum, self.device)
 
-    def run(self, stop: StopRequests, progress: bool) -> Path:
+    def run(self, stop: StopRequests, progress: bool, on_step: StepHook | None = None) -> Path:
         cfg, info = self.cfg, self.info
         self.model.train()
         t0 = time.perf_counter()
@@ -450,6 +470,8 @@ class Run:
                 for b in range(in_epoch, self.steps_per_epoch):
                     stats = self.train_step(order, b)
                     bar.update(1)
+                    if on_step is not None:
+                        on_step(self.step, self.stop_at)
                     # Reading the step's figures waits for the device: only every 20 steps, not every step.
                     if info.is_main and (self.step % 20 == 0 or self.step == self.stop_at):
                         got = {k: float(v) for k, v in stats.items()}
@@ -473,18 +495,21 @@ class Run:
                     self.save()
         self.save()
         if info.is_main:
-            log.info("done: %d steps in %.1f s", self.step, time.perf_counter() - t0)
+            since = f" (resumed at step {self.resumed_at})" if self.resume_note else ""
+            log.info("done: %d steps%s; %d run in %.1f s", self.step, since, self.step - self.resumed_at,
+                     time.perf_counter() - t0)
         return self.ckpt_path
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          given: Collection[str] | None = None) -> Path:
+          given: Collection[str] | None = None, on_step: StepHook | None = None) -> Path:
     """Train a supernet; returns the checkpoint path (RUN/supernet.pt).
 
     `resume` continues RUN/supernet.pt; `given` names the fields the caller set on purpose (the CLI
     passes the options on its command line; by default, fields that differ from TrainConfig's defaults),
     and any of them that contradicts the checkpoint is refused. SIGTERM/SIGINT end the current step,
     write the checkpoint and raise TrainingInterrupted; a rank that stops answering raises RankLost.
+    `on_step(step, last_step)` is called after every step (the demo estimates its time left from it).
     """
     out = Path(cfg.out)
     payload = None
@@ -503,15 +528,24 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     handler: logging.Handler | None = None
     clean_exit = False
     try:
-        cfg = resolve_config(cfg, train_set, info.world_size)
-        out.mkdir(parents=True, exist_ok=True)
-        handler = setup_logging(out, info.is_main)
         with StopRequests(announce=info.is_main) as stop:
-            run = Run(cfg, info, train_set, payload)
+            try:  # a bad option stops here, on every rank alike, before the run folder is touched
+                cfg = resolve_config(cfg, train_set, info.world_size)
+                run = Run(cfg, info, train_set, payload)
+            except OatError as e:
+                raise OptionError(str(e)) from None
+            out.mkdir(parents=True, exist_ok=True)
+            handler = setup_logging(out, info.is_main)
             if info.is_main:
                 atomic_write_json(out / "config.json", asdict(cfg))
                 log.info("config %s", json.dumps(asdict(cfg)))
-            path = run.run(stop, progress)
+                if run.resume_note:
+                    log.info("%s", run.resume_note)
+                if run.streams_note:
+                    log.warning("%s", run.streams_note)
+                if run.resume_note and run.step >= run.stop_at:
+                    warnings.warn(run.resume_note, OatWarning, stacklevel=2)
+            path = run.run(stop, progress, on_step)
         clean_exit = True
         return path
     except TrainingInterrupted:

@@ -23,6 +23,7 @@ from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, Manifest, VariantEntry, parse_manifest
 
 LOCKNAME = ".manifest.lock"
+RUN_CHECKPOINT = "supernet.pt"  # what a training run's folder holds: named when one is passed as a deployment
 
 
 def confined(folder: PathLike, rel: Any) -> Path:
@@ -46,6 +47,9 @@ def read_manifest(folder: PathLike) -> Manifest:
     folder = Path(folder)
     path = folder / FILENAME
     if not path.is_file():
+        if (folder / RUN_CHECKPOINT).is_file():  # a training run: exporting into it would be refused
+            raise ArtifactError(f"{folder} is a training run, not a deployment; export it into a folder of its own "
+                                f"with `oatdeploy export {folder / RUN_CHECKPOINT} --out DEPLOY`, then pass DEPLOY")
         raise ArtifactError(f"no {FILENAME} in {folder}; export one with `oatdeploy export RUN/supernet.pt "
                             f"--out {folder}`")
     try:

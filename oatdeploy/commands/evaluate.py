@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from oatdeploy.commands.config_options import device_option
+from oatdeploy.commands.paths import checkpoint_file
 from oatdeploy.eval_files import ATTACKS
 from oatdeploy.runtime.commands.options import format_option, quiet_option
 
 
 @click.command(name="eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(), callback=checkpoint_file)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="JSON to write  [default: next to the checkpoint, named by what it holds: eval-pgd20-n1000.json]")
 @click.option("--pgd-steps", type=click.IntRange(min=1), default=20, show_default=True,

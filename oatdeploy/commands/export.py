@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from oatdeploy.commands.config_options import device_option
+from oatdeploy.commands.paths import checkpoint_file
 from oatdeploy.runtime.commands.options import quiet_option
 from oatdeploy.runtime.manifest import MODES
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(), callback=checkpoint_file)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Deployment folder to write.")
 @click.option("--force", is_flag=True, help="Replace the deployment already in --out.")
 @click.option("--mode", type=click.Choice(MODES), default="folded", show_default=True,

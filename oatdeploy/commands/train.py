@@ -42,8 +42,12 @@ SPECS: dict[str, dict[str, Any]] = {
     "widths": {"help": "Width fractions; more than one trains an OATS (slimmable) supernet."},
     "width_rule": {"type": click.Choice(WIDTH_RULES),
                    "help": "Widths per step: all of them, or largest + smallest + one random middle."},
-    "epochs": {"type": click.IntRange(min=1), "help": "Passes over the training set (sets the cosine schedule)."},
-    "max_steps": {"type": click.IntRange(min=1), "help": "Stop after this many steps (the schedule keeps --epochs)."},
+    "epochs": {"type": click.IntRange(min=1),
+               "help": "Passes over the training set (sets the cosine schedule); with --resume, a larger value "
+                       "trains the run longer."},
+    "max_steps": {"type": click.IntRange(min=1),
+                  "help": "Stop after this many steps (the schedule keeps --epochs); with --resume, a larger "
+                          "value trains the run longer."},
     "batch_size": {"type": click.IntRange(min=2), "help": "Global batch: split evenly over the processes."},
     "lr": {"type": click.FloatRange(min=0, min_open=True), "help": "Peak SGD learning rate (cosine to 0)."},
     "momentum": {"type": click.FloatRange(0, 1, max_open=True), "help": "SGD momentum."},

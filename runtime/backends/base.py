@@ -8,11 +8,12 @@ copied anywhere: a wrong-shaped array must never reach a device buffer sized for
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 
 import numpy as np
 
-from oatdeploy.runtime.errors import InputError
+from oatdeploy.runtime.errors import InputError, OatWarning
 
 INPUT_NAME = "input"
 LAM_INDEX_NAME = "lam_index"
@@ -54,6 +55,18 @@ class InputSpec:
                 valid = f"0..{self.lam_count - 1}" if self.lam_count else "a non-negative integer"
                 raise InputError(f"λ index {lam_index!r} is out of range for {name}; use {valid}")
         return np.ascontiguousarray(x)
+
+
+UNSCALED = ("input values above 1: the models take pixels scaled to [0, 1] (8-bit pixels: x / 255), and images "
+            "scaled to 0-255 are served as given, with wrong answers")
+
+
+def warn_if_unscaled(x: object, stacklevel: int = 3) -> None:
+    """Float pixels left at 0-255 are a valid float32 array that every check accepts and every model gets wrong:
+    say so (once per calling line, Python's default for a warning). Called where users hand in images (the
+    switcher, `Supernet.predict`), not in the runners' timed path."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.size and float(np.max(x)) > 1.01:
+        warnings.warn(UNSCALED, OatWarning, stacklevel=stacklevel)
 
 
 class Runner(ABC):

@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from oatdeploy.runtime.commands.options import FORMATS, RENAMED_JSON, Command, warn_renamed
-from oatdeploy.runtime.folder import load_manifest
+from oatdeploy.runtime.errors import ArtifactError
+from oatdeploy.runtime.folder import check_file, load_manifest
 from oatdeploy.runtime.manifest import Engine, Manifest
 
 REPORTS = (*FORMATS, "csv", "md")  # info's formats: those of every command, and two for reports
@@ -171,7 +172,14 @@ class ReportFormat(click.Choice):
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (to inspect a damaged copy).")
 def info(deploy: str, fmt: str, no_verify: bool) -> None:
     """Show what DEPLOY holds: variants with SA/RA and cost, every device's latency, engines, quantized models."""
-    manifest = load_manifest(deploy, check_sha256=not no_verify)  # a whole-folder audit
+    manifest = load_manifest(deploy, check_sha256=False)
+    if not no_verify:  # a whole-folder audit
+        try:
+            for rel, digest in manifest.artifacts():
+                check_file(deploy, rel, digest)
+        except ArtifactError as e:
+            raise ArtifactError(f"{e}; to look at the deployment as it is: oatdeploy info {deploy} --no-verify") \
+                from None
     if fmt == "json":
         click.echo(json.dumps(summary(deploy, manifest), indent=2))
     elif fmt == "text":
