@@ -57,7 +57,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "graphs": ("--cuda-graphs: the step captured once and replayed (on a CPU: eager, with a warning)",
                {"cuda_graphs": True}),
     "graphs-fp32": ("--cuda-graphs --no-amp", {"cuda_graphs": True, "amp": False}),
-    "graphs-sampled": ("--cuda-graphs --no-amp --objective sampled",
+    "graphs-sampled": ("--cuda-graphs --no-amp --loss sampled",
                        {"cuda_graphs": True, "amp": False, "objective": "sampled"}),
 }
 

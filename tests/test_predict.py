@@ -66,7 +66,7 @@ def test_an_unreadable_image_in_a_folder_is_reported_and_skipped(cli, profiled_d
     for i, img in enumerate(x):
         Image.fromarray(to_uint8(img)).save(tmp_path / f"img{i}.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG cut short")
-    result = cli("predict", str(profiled_deploy), str(tmp_path), "--json")
+    result = cli("predict", str(profiled_deploy), str(tmp_path), "--format", "json")
     assert result.returncode == 0, result.stderr
     assert [p["file"] for p in json.loads(result.stdout)["predictions"]] == [str(tmp_path / f"img{i}.png")
                                                                              for i in range(2)]

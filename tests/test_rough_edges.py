@@ -13,10 +13,16 @@ from pathlib import Path
 import pytest
 
 
+def default_sigint() -> None:
+    """A shell starts background jobs with SIGINT ignored, and Python keeps that: give the child a terminal's."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_any_command_exits_130_with_one_line(tiny_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "e.json"
     proc = subprocess.Popen([sys.executable, "-m", "oatdeploy.cli", "eval", str(tiny_ckpt), "--pgd-steps", "200",
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
     assert proc.stderr is not None
     seen = b""
     while b"eval" not in seen:  # its progress bar: the command is at work
