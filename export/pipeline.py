@@ -125,7 +125,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
     check_target(out)
     sn = load_supernet(checkpoint)
     ckpt_sha = sha256_file(checkpoint)
-    data_dir = data_dir or sn.config.get("data_dir")
+    data_dir = datasets.data_dir_for(data_dir, sn.config)
     test = datasets.load_dataset(sn.config["dataset"], data_dir=data_dir, split="test", limit=verify_samples)
     calib = datasets.load_dataset(sn.config["dataset"], data_dir=data_dir, split="train", limit=calib_samples)
     report, origin = load_metrics(checkpoint, ckpt_sha, eval_json), str(eval_json or checkpoint.with_name("eval.json"))
