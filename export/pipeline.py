@@ -6,12 +6,14 @@ never touches an existing deployment.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import sys
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,10 @@ from oatdeploy.export.manifest import (
     write_manifest,
 )
 from oatdeploy.export.onnx_export import export_onnx
-from oatdeploy.runtime.atomic import atomic_save, fsync_dir, sha256_file
+from oatdeploy.runtime.artifacts import BUILD_LOCK, MANAGED
+from oatdeploy.runtime.atomic import atomic_save, sha256_file
 from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.folder import LOCKNAME, locked, read_manifest
 from oatdeploy.runtime.manifest import (
     FILENAME,
     MODES,
@@ -45,7 +49,10 @@ from oatdeploy.runtime.manifest import (
     VariantEntry,
     variant_id,
 )
+from oatdeploy.runtime.replace import new_staging, recover, swap_in
 from oatdeploy.supernet import Supernet
+
+TEMPORARY = re.compile(r"^\..*\.(tmp|pending)$")  # atomic_path's and write_artifact's files of a killed write
 
 
 def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | None) -> dict[str, Any] | None:
@@ -88,21 +95,60 @@ def default_permissions(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def swap_in(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging` with two renames; the old deployment is deleted only afterwards."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+def deployment_owned(old: Path) -> Callable[[str], bool]:
+    """Which files of an existing deployment export or the device wrote: what its manifest names, the manifest,
+    the locks, verify/ and the device's managed folders; without a readable manifest, also top-level graphs and
+    calib.npz. Everything else (a user's info.md, notes, plots) is the user's."""
     try:
-        os.replace(staging, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        named = {ref.path for _, ref in read_manifest(old).files()}
+    except OatError:
+        named = None
+    fixed = {FILENAME, LOCKNAME, BUILD_LOCK, "calib.npz"}
+
+    def owned(rel: str) -> bool:
+        parts = PurePosixPath(rel).parts
+        if rel in fixed or parts[0] in (*MANAGED, "verify") or TEMPORARY.match(parts[-1]):
+            return True
+        return rel in named if named is not None else len(parts) == 1 and rel.endswith(".onnx")
+
+    return owned
+
+
+def keep_user_files(old: Path, staging: Path) -> list[str]:
+    """Link (or copy) into the new deployment every file of the old one that no deployment wrote; refuses, before
+    anything is replaced, when the new deployment has a file of the same name."""
+    owned = deployment_owned(old)
+    theirs = [p for p in sorted(old.rglob("*")) if not p.is_dir() or p.is_symlink()]
+    theirs = [p for p in theirs if not owned(p.relative_to(old).as_posix())]
+    clash = [p.relative_to(old).as_posix() for p in theirs if os.path.lexists(staging / p.relative_to(old))]
+    if clash:
+        raise OatError(f"{old} holds {', '.join(clash)}, which the new export also writes; move "
+                       f"{'them' if len(clash) > 1 else 'it'} out of the deployment folder, then export again")
+    for p in theirs:
+        target = staging / p.relative_to(old)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(p, target, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(p, target, follow_symlinks=False)
+    return [p.relative_to(old).as_posix() for p in theirs]
+
+
+def install(staging: Path, out: Path) -> list[str]:
+    """Swap the finished deployment in (`replace.swap_in`) under the deployment's lock, keeping the user's files;
+    returns those kept. A concurrent export that creates `out` first is waited for, then replaced."""
+    while True:
+        if out.is_dir() and any(out.iterdir()):
+            with locked(out):
+                kept = keep_user_files(out, staging)
+                swap_in(staging, out)
+            return kept
+        try:
+            swap_in(staging, out)
+            return []
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
 
 
 def check_target(out: Path) -> None:
@@ -122,6 +168,8 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
     if mode not in MODES:
         raise OatError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     checkpoint, out = Path(checkpoint), Path(out)
+    for line in recover(out):
+        print(line, file=sys.stderr)
     check_target(out)
     sn = load_supernet(checkpoint)
     ckpt_sha = sha256_file(checkpoint)
@@ -134,7 +182,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
 
         report, origin = run_evaluation(checkpoint, data_dir=data_dir, progress=progress), "evaluate"
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    staging = new_staging(out)
     try:
         eps = float(sn.config["eps"])
         manifest = new_manifest(
@@ -152,7 +200,9 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
         manifest.variants = build_variants(sn, staging, mode, test, report, attack, tol, progress)
         write_manifest(staging, manifest)
         default_permissions(staging)
-        swap_in(staging, out)
+        kept = install(staging, out)
+        if kept:
+            print(f"kept in {out} what the deployment did not write: {', '.join(kept)}", file=sys.stderr)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

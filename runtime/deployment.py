@@ -267,7 +267,7 @@ class Deployment:
             for r in by_id.get(v.id, []):
                 v.latency[r.key] = replace(r.latency, power=self.power_state)
 
-        self.manifest = update_variants(self.folder, edit)
+        self.manifest = update_variants(self.folder, edit, self.manifest)
 
     def switcher(self, backend: str | None = None, precision: str | None = None, budget: Budget | None = None,
                  batch: int | None = None, max_loaded: int | None = None, window: int = 50, history: int = 0,

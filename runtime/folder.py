@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
@@ -21,8 +22,10 @@ from oatdeploy.runtime.atomic import PathLike, atomic_write_json, sha256_bytes, 
 from oatdeploy.runtime.checks import Invalid, check_header, no_duplicate_keys
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, Manifest, VariantEntry, parse_manifest
+from oatdeploy.runtime.replace import recover
 
 LOCKNAME = ".manifest.lock"
+_held = threading.local()  # the folders this thread holds the lock of: `locked` is re-entrant per thread
 
 
 def confined(folder: PathLike, rel: Any) -> Path:
@@ -45,6 +48,8 @@ def read_manifest(folder: PathLike) -> Manifest:
     """DEPLOY/manifest.json, its format, version, schema and paths checked; no artifact is read."""
     folder = Path(folder)
     path = folder / FILENAME
+    if not path.is_file() and recover(folder):
+        return read_manifest(folder)
     if not path.is_file():
         raise ArtifactError(f"no {FILENAME} in {folder}; export one with `oatdeploy export RUN/supernet.pt "
                             f"--out {folder}`")
@@ -104,23 +109,57 @@ def load_manifest(folder: PathLike, check_sha256: bool = True) -> Manifest:
     return manifest
 
 
-@contextlib.contextmanager
-def locked(folder: PathLike) -> Iterator[None]:
-    """An exclusive inter-process lock on the deployment's manifest (flock on DEPLOY/.manifest.lock)."""
-    import fcntl
-
-    path = Path(folder) / LOCKNAME
+def _open_lock(folder: Path) -> int:
+    path = folder / LOCKNAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except FileNotFoundError:
+        if not recover(folder):
+            raise ArtifactError(f"no deployment at {folder}; export one with `oatdeploy export RUN/supernet.pt "
+                                f"--out {folder}`") from None
+        return _open_lock(folder)
     except OSError as e:
         if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
             raise
         raise ArtifactError(f"cannot write in {folder} ({e.strerror}); run this command as a user who may change "
                             "the deployment, or on a writable copy") from None
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    """Whether the locked file is still the one at `path` (export swaps the whole folder, lock file included)."""
     try:
+        here, held = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+@contextlib.contextmanager
+def locked(folder: PathLike) -> Iterator[None]:
+    """The deployment's exclusive inter-process lock (flock on DEPLOY/.manifest.lock), taken by every writer:
+    device updates and `export --force`'s swap. Re-entrant within a thread; a lock taken on a folder that was
+    swapped away meanwhile is dropped and taken again on the folder now at that path. Leftovers of a killed
+    export beside the folder are swept (`replace.recover`) first."""
+    import fcntl
+
+    folder = Path(folder)
+    key = os.path.abspath(folder)
+    held = _held.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    recover(folder)
+    while True:
+        fd = _open_lock(folder)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        if _still_there(fd, folder / LOCKNAME):
+            break
+        os.close(fd)
+    held.add(key)
+    try:
         yield
     finally:
+        held.discard(key)
         os.close(fd)  # closing releases the lock
 
 
@@ -131,23 +170,32 @@ def write_manifest(folder: PathLike, manifest: Manifest) -> Path:
     return path
 
 
-def update_manifest(folder: PathLike, edit: Callable[[Manifest], Any]) -> Manifest:
+def update_manifest(folder: PathLike, edit: Callable[[Manifest], Any], expect: Manifest | None = None) -> Manifest:
     """Apply `edit` to the manifest as it is on disk now, under the lock, then write it back.
 
     Re-reading under the lock, rather than saving a copy read earlier, keeps what another command wrote:
-    profile, quantize, verify and build-engines each add their own fields to the same manifest.
+    profile, quantize, verify and build-engines each add their own fields to the same manifest. `expect` is the
+    manifest the command started from: if `export --force` replaced the deployment since, nothing is written
+    (the command measured or built the old one). A file the edit names must exist.
     """
     with locked(folder):
         manifest = read_manifest(folder)
+        if expect is not None and manifest.identity() != expect.identity():
+            raise ArtifactError(f"{folder} was replaced (`oatdeploy export --force`) while this command ran on the "
+                                "deployment it held before; nothing was recorded: run the command again")
+        before = {ref.path for _, ref in manifest.files()}
         edit(manifest)
+        for _, ref in manifest.files():
+            if ref.path not in before and not confined(folder, ref.path).is_file():
+                raise _missing(confined(folder, ref.path))
         write_manifest(folder, manifest)
     return manifest
 
 
-def update_variants(folder: PathLike, edit: Callable[[VariantEntry], Any]) -> Manifest:
+def update_variants(folder: PathLike, edit: Callable[[VariantEntry], Any], expect: Manifest | None = None) -> Manifest:
     """`update_manifest` applied to each variant."""
     def each(manifest: Manifest) -> None:
         for variant in manifest.variants:
             edit(variant)
 
-    return update_manifest(folder, each)
+    return update_manifest(folder, each, expect)

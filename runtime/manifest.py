@@ -366,6 +366,10 @@ class Manifest(Record):
     verification: dict[str, FileRef] = optional(dict_of(FileRef.parse), factory=dict)  # "clean": test images
     engine_caches: list[EngineCache] = optional(list_of(EngineCache.parse), factory=list)
 
+    def identity(self) -> tuple[Any, ...]:
+        """What tells one export from another: when, from which checkpoint, which graphs."""
+        return (self.created, self.source.checkpoint_sha256, tuple((v.id, v.sha256) for v in self.variants))
+
     def validate(self, where: str) -> None:
         """What ties each variant to the model: its λ and width, its λ index; and unique ids."""
         seen: dict[str, int] = {}

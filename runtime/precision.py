@@ -23,7 +23,7 @@ from oatdeploy.runtime.backends.base import Runner
 from oatdeploy.runtime.deployment import Deployment
 from oatdeploy.runtime.errors import ArtifactError, OatError
 from oatdeploy.runtime.folder import read_verified, update_variants
-from oatdeploy.runtime.manifest import REDUCED, FileRef, Fp32Reference, PrecisionMetrics, VariantEntry
+from oatdeploy.runtime.manifest import REDUCED, FileRef, Fp32Reference, Manifest, PrecisionMetrics, VariantEntry
 from oatdeploy.runtime.stats import wilson_interval
 
 
@@ -90,11 +90,11 @@ def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
     finally:
         for r in runners.values():
             r.close()
-    record(deploy_dir, precision, rows)
+    record(deploy_dir, manifest, precision, rows)
     return rows
 
 
-def record(deploy_dir: Path, precision: str, rows: list[tuple[str, PrecisionMetrics]]) -> None:
+def record(deploy_dir: Path, expect: Manifest, precision: str, rows: list[tuple[str, PrecisionMetrics]]) -> None:
     """Write each variant's measured SA/RA under `precision_metrics[precision]`."""
     by_id = dict(rows)
 
@@ -102,7 +102,7 @@ def record(deploy_dir: Path, precision: str, rows: list[tuple[str, PrecisionMetr
         if v.id in by_id:
             v.precision_metrics[precision] = by_id[v.id]
 
-    update_variants(deploy_dir, edit)
+    update_variants(deploy_dir, edit, expect)
 
 
 def format_table(rows: list[tuple[str, PrecisionMetrics]], precision: str) -> str:

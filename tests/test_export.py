@@ -194,3 +194,35 @@ def test_shared_mode_serves_the_same_function_with_one_graph_per_width(profiled_
         with folded.runner(v) as r:
             np.testing.assert_allclose(sw(x), r.infer(x), atol=1e-4)
     assert list(sw.served) == [v.id for v in folded.variants]
+
+
+def test_export_force_keeps_what_the_user_put_in_the_deployment(cli, tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    args = ("export", str(tiny_ckpt), "--out", str(out), "--verify-samples", "4", "--calib-samples", "4", "--quiet")
+    assert cli(*args).returncode == 0
+    (out / "info.md").write_text("served on the robot since May")
+    (out / "NOTES.txt").write_text("mine")
+    (out / "plots").mkdir()
+    (out / "plots" / "trade-off.png").write_bytes(b"\x89PNG")
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    result = cli(*args, "--force")
+    assert result.returncode == 0, result.stderr
+    assert "kept in" in result.stderr and "info.md" in result.stderr
+    assert (out / "info.md").read_text() == "served on the robot since May"
+    assert (out / "NOTES.txt").read_text() == "mine"
+    assert (out / "plots" / "trade-off.png").read_bytes() == b"\x89PNG"
+    assert load_manifest(out).variants and json.loads((out / "manifest.json").read_text())["created"] >= first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left beside it
+
+
+def test_export_force_refuses_when_a_users_file_has_a_name_the_export_writes(cli, tiny_ckpt: Path,
+                                                                            tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    args = ("export", str(tiny_ckpt), "--out", str(out), "--verify-samples", "4", "--calib-samples", "4", "--quiet")
+    assert cli(*args).returncode == 0
+    (out / "w0.5.onnx").write_text("a user's file")  # shared mode writes a graph of this name
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".manifest.lock"}
+    result = cli(*args, "--force", "--mode", "shared")
+    assert result.returncode == 2 and "w0.5.onnx, which the new export also writes" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".manifest.lock"} == before
