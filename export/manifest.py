@@ -31,7 +31,7 @@ from oatdeploy.runtime.manifest import (
 
 def file_entry(deploy: Path, rel: str) -> FileRef:
     """A file inside the deployment folder (paths are relative to the manifest) and its sha256."""
-    return FileRef(rel, sha256_file(deploy / rel))
+    return FileRef(rel, sha256_file(deploy / rel), (deploy / rel).stat().st_size)
 
 
 def metrics_source(report: dict[str, Any] | None, origin: str | None) -> MetricsSource:

@@ -21,6 +21,7 @@ from oatdeploy.runtime import power
 from oatdeploy.runtime import profile as profiling
 from oatdeploy.runtime.atomic import PathLike
 from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
+from oatdeploy.runtime.backends.base import check_batch_size
 from oatdeploy.runtime.device import device_name, latency_key, without_power_mode
 from oatdeploy.runtime.errors import ArtifactError, OatError, OatWarning
 from oatdeploy.runtime.folder import check_file, read_manifest, read_verified, update_variants
@@ -208,9 +209,10 @@ class Deployment:
 
     def sample_input(self, batch: int) -> np.ndarray:
         """Real test images saved at export time, tiled to the batch size (timings on real data)."""
+        check_batch_size(batch, tuple(self.input_shape), "a variant")
         clean = self.manifest.verification.get("clean")
         if clean:
-            data = read_verified(self.folder, clean.path, clean.sha256)
+            data = read_verified(self.folder, clean.path, clean.sha256, clean.size)
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 x = npz["x"].astype(np.float32)
         else:

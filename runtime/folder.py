@@ -18,13 +18,23 @@ import threading
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterator
 
-from oatdeploy.runtime.atomic import PathLike, atomic_write_json, sha256_bytes, sha256_file
+from oatdeploy.runtime.atomic import (
+    NotRegular,
+    PathLike,
+    TooLarge,
+    atomic_write_json,
+    read_bounded,
+    sha256_bytes,
+    sha256_file,
+)
 from oatdeploy.runtime.checks import Invalid, check_header, no_duplicate_keys
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, Manifest, VariantEntry, parse_manifest
 from oatdeploy.runtime.replace import recover
 
 LOCKNAME = ".manifest.lock"
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest of a thousand variants with engines for ten devices is under 10 MB
+MAX_ARTIFACT_BYTES = 4 << 30  # a file the manifest records no size for (ONNX's protobuf limit is 2 GB)
 _held = threading.local()  # the folders this thread holds the lock of: `locked` is re-entrant per thread
 
 
@@ -48,14 +58,18 @@ def read_manifest(folder: PathLike) -> Manifest:
     """DEPLOY/manifest.json, its format, version, schema and paths checked; no artifact is read."""
     folder = Path(folder)
     path = folder / FILENAME
-    if not path.is_file() and recover(folder):
+    if not path.exists() and recover(folder):
         return read_manifest(folder)
-    if not path.is_file():
+    if not path.exists():
         raise ArtifactError(f"no {FILENAME} in {folder}; export one with `oatdeploy export RUN/supernet.pt "
                             f"--out {folder}`")
     try:
-        data = json.loads(path.read_text(), object_pairs_hook=no_duplicate_keys)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES).decode(), object_pairs_hook=no_duplicate_keys)
+    except (NotRegular, TooLarge) as e:
+        raise ArtifactError(f"{path}: {e}; a manifest is a small regular file: re-run `oatdeploy export`") from None
+    except RecursionError:
+        raise ArtifactError(f"{path} nests its values too deep to be a manifest; re-run `oatdeploy export`") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and ints too long to convert
         raise ArtifactError(f"{path} is not valid JSON ({e}); re-run `oatdeploy export`") from None
     except Invalid as e:
         raise ArtifactError(f"{path}: the key {e}") from None
@@ -78,24 +92,50 @@ def _mismatch(file: Path) -> ArtifactError:
                          "or re-export")
 
 
-def check_file(folder: PathLike, rel: str, digest: str) -> Path:
-    """Refuse a missing or altered artifact; returns its path."""
+def _bounded(file: Path, size: int | None) -> int:
+    """The most bytes to read of an artifact: the size the manifest records, else MAX_ARTIFACT_BYTES."""
+    return MAX_ARTIFACT_BYTES if size is None else size
+
+
+def _unreadable(file: Path, e: OSError, size: int | None) -> ArtifactError:
+    if isinstance(e, FileNotFoundError):
+        return _missing(file)
+    if isinstance(e, TooLarge):
+        if size is not None:
+            return ArtifactError(f"{file} is {e.size:,} bytes where the manifest records {size:,} (changed or "
+                                 "corrupted); copy it again or re-export")
+        return ArtifactError(f"{file} is {e.size:,} bytes, more than any artifact of a deployment ({e.limit:,}); "
+                             "copy the real file again or re-export")
+    if isinstance(e, NotRegular):
+        return ArtifactError(f"{file} is not a regular file (a FIFO, device or socket), so it is not read; copy the "
+                             "real file into the deployment")
+    return ArtifactError(f"cannot read {file} ({e.strerror or e}); check its permissions or copy it again")
+
+
+def check_file(folder: PathLike, rel: str, digest: str, size: int | None = None) -> Path:
+    """Refuse a missing, irregular, wrongly sized or altered artifact; returns its path."""
     file = confined(folder, rel)
-    if not file.is_file():
-        raise _missing(file)
-    if sha256_file(file) != digest:
+    try:
+        actual = file.stat().st_size if file.is_file() else None
+        if actual is not None and actual != size and (size is not None or actual > MAX_ARTIFACT_BYTES):
+            raise TooLarge(actual, _bounded(file, size))
+        ok = sha256_file(file) == digest
+    except OSError as e:
+        raise _unreadable(file, e, size) from None
+    if not ok:
         raise _mismatch(file)
     return file
 
 
-def read_verified(folder: PathLike, rel: str, digest: str) -> bytes:
-    """The bytes of an artifact, hashed as read: the caller deserializes exactly what was checked."""
+def read_verified(folder: PathLike, rel: str, digest: str, size: int | None = None) -> bytes:
+    """The bytes of an artifact, hashed as read: the caller deserializes exactly what was checked. Only a regular
+    file is read, and no more than the size the manifest records (or MAX_ARTIFACT_BYTES)."""
     file = confined(folder, rel)
     try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise _missing(file) from None
-    if sha256_bytes(data) != digest:
+        data = read_bounded(file, _bounded(file, size))
+    except OSError as e:
+        raise _unreadable(file, e, size) from None
+    if (size is not None and len(data) != size) or sha256_bytes(data) != digest:
         raise _mismatch(file)
     return data
 
@@ -104,8 +144,9 @@ def load_manifest(folder: PathLike, check_sha256: bool = True) -> Manifest:
     """`read_manifest`, and with `check_sha256` every artifact it names checked (a whole-folder audit)."""
     manifest = read_manifest(folder)
     if check_sha256:
+        sizes = {ref.path: ref.size for _, ref in manifest.files() if ref.size is not None}
         for rel, digest in manifest.artifacts():
-            check_file(folder, rel, digest)
+            check_file(folder, rel, digest, sizes.get(rel))
     return manifest
 
 

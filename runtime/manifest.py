@@ -89,6 +89,7 @@ class FileRef(Record):
 
     path: str = required(string())
     sha256: str = required(SHA256)
+    size: int | None = optional(integer(0))  # bytes: a reader refuses another size before hashing
 
 
 def interval_holds(where: str, name: str, value: float | None, interval: list[float] | None) -> None:

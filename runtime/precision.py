@@ -39,7 +39,7 @@ def load_npz(deploy_dir: Path, entry: FileRef | None, keys: tuple[str, str], wha
     """Saved images and labels, hashed as read and parsed from those bytes (no pickles)."""
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no {what}; re-export with `oatdeploy export`")
-    data = read_verified(deploy_dir, entry.path, entry.sha256)
+    data = read_verified(deploy_dir, entry.path, entry.sha256, entry.size)
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         return tuple(np.asarray(npz[k], dtype=np.float32 if k.startswith("x") else np.int64) for k in keys)
 
