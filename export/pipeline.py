@@ -36,6 +36,7 @@ from oatdeploy.export.manifest import (
 from oatdeploy.export.onnx_export import export_onnx
 from oatdeploy.runtime.artifacts import BUILD_LOCK, MANAGED
 from oatdeploy.runtime.atomic import atomic_save, sha256_file
+from oatdeploy.runtime.checks import is_number
 from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.folder import LOCKNAME, locked, read_manifest
 from oatdeploy.runtime.manifest import (
@@ -65,10 +66,13 @@ def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | 
     try:
         report = json.loads(path.read_text())
         sha, rows = report.get("checkpoint_sha256"), report["results"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        flaw = report_flaw(report)
+    except (ValueError, RecursionError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        flaw = "is not JSON holding an object with results"
+    if flaw:
         if eval_json:
-            raise OatError(f"{path} is not an eval.json written by `oatdeploy eval`; re-run it") from None
-        tqdm.write(f"warning: ignoring {path}: not an eval.json written by `oatdeploy eval`", file=sys.stderr)
+            raise OatError(f"{path} {flaw}: it is not an eval.json as `oatdeploy eval` writes it; re-run that")
+        tqdm.write(f"warning: ignoring {path}: it {flaw}", file=sys.stderr)
         return None
     if sha != checkpoint_sha or not rows:
         if eval_json:
@@ -76,6 +80,26 @@ def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | 
         tqdm.write(f"warning: ignoring {path}: it was computed for another checkpoint", file=sys.stderr)
         return None
     return report
+
+
+def report_flaw(report: dict[str, Any]) -> str | None:
+    """What keeps an evaluation's structure from being read (its values are checked by the manifest's schema)."""
+    attack = report.get("attack")
+    if not isinstance(attack, dict) or not isinstance(attack.get("name"), str):
+        return "has no attack object with a name"
+    if isinstance(report.get("num_samples"), bool) or not isinstance(report.get("num_samples"), int):
+        return "has no whole num_samples"
+    rows = report.get("results")
+    if not isinstance(rows, list):
+        return "has no list of results"
+    for i, row in enumerate(rows):
+        missing = [k for k in ("lambda", "width", "clean_acc", "robust_acc")
+                   if not isinstance(row, dict) or k not in row]
+        if missing:
+            return f"has results[{i}] without {', '.join(missing)}"
+        if not all(is_number(row[k]) for k in ("lambda", "width")):
+            return f"has results[{i}] whose lambda or width is not a number"
+    return None
 
 
 def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> FileRef:

@@ -27,7 +27,7 @@ from oatdeploy.runtime.atomic import (
     sha256_bytes,
     sha256_file,
 )
-from oatdeploy.runtime.checks import Invalid, check_header, no_duplicate_keys
+from oatdeploy.runtime.checks import Invalid, check_header, no_constants, no_duplicate_keys
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, Manifest, VariantEntry, parse_manifest
 from oatdeploy.runtime.replace import recover
@@ -64,7 +64,8 @@ def read_manifest(folder: PathLike) -> Manifest:
         raise ArtifactError(f"no {FILENAME} in {folder}; export one with `oatdeploy export RUN/supernet.pt "
                             f"--out {folder}`")
     try:
-        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES).decode(), object_pairs_hook=no_duplicate_keys)
+        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES).decode(), object_pairs_hook=no_duplicate_keys,
+                          parse_constant=no_constants)
     except (NotRegular, TooLarge) as e:
         raise ArtifactError(f"{path}: {e}; a manifest is a small regular file: re-run `oatdeploy export`") from None
     except RecursionError:

@@ -226,3 +226,31 @@ def test_export_force_refuses_when_a_users_file_has_a_name_the_export_writes(cli
     assert result.returncode == 2 and "w0.5.onnx, which the new export also writes" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".manifest.lock"} == before
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tiny_ckpt: Path) -> dict:
+    from oatdeploy.evaluate import run_evaluation
+
+    return run_evaluation(tiny_ckpt, pgd_steps=1, limit=8, progress=False)
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda r: r["results"][0].update(clean_acc=float("nan")), "variants[0].metrics.clean_acc is not a finite number"),
+    (lambda r: r["attack"].update(eps=float("inf")), "metrics_source.attack.eps is not a finite number"),
+    (lambda r: r["results"][1].update(robust_acc=1.5), "robust_acc"),
+    (lambda r: r["results"][0].pop("clean_acc"), "results[0] without clean_acc"),
+    (lambda r: r["results"].__setitem__(0, "row"), "results[0] without lambda"),
+    (lambda r: r.update(attack="pgd"), "no attack object with a name"),
+])
+def test_export_refuses_an_evaluation_the_device_would_refuse_before_replacing_anything(
+        cli, tiny_ckpt: Path, tiny_eval: dict, tmp_path: Path, edit, says: str) -> None:
+    report = json.loads(json.dumps(tiny_eval))
+    edit(report)
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    out = tmp_path / "d"
+    result = cli("export", str(tiny_ckpt), "--out", str(out), "--eval-json", str(tmp_path / "eval.json"),
+                 "--verify-samples", "4", "--calib-samples", "4", "--quiet")
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
