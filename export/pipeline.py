@@ -186,8 +186,8 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
                       tolerance: float | None = None, data_dir: str | None = None) -> Manifest:
     """Export every (λ, width) of a checkpoint into `out`; returns the manifest that was written.
 
-    `tolerance` (max |Δlogit| under ONNX Runtime, default `parity.DEFAULT_TOLERANCE`) and `data_dir` (default:
-    the run's) are keyword-only extras.
+    `tolerance` (max |Δlogit| under ONNX Runtime, default `parity.DEFAULT_TOLERANCE`, plus
+    `parity.RELATIVE_TOLERANCE` × max |logit|) and `data_dir` (default: the run's) are keyword-only extras.
     """
     if mode not in MODES:
         raise OatError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -254,3 +254,31 @@ def test_export_refuses_an_evaluation_the_device_would_refuse_before_replacing_a
     assert result.returncode == 2 and says in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def scaled_logits_graph(path: Path, scale: float) -> None:
+    """A real ONNX graph computing logits = scale * input [N, 10] (a network whose logits reach |2,000|)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "scale"], ["logits"])], "scaled",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(np.array(scale, np.float32), "scale")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def test_parity_tolerance_scales_with_the_logits(tmp_path: Path) -> None:
+    """#21: logits up to 2,179 that differ by 1.2e-3 (6e-7 relative) are a correct export, not a wrong one."""
+    scaled_logits_graph(tmp_path / "big.onnx", 2179.0)
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 10)).astype(np.float32)
+    x[0, 0] = 1.0
+    exact = x.astype(np.float64) * 2179.0
+    session = cpu_session(tmp_path / "big.onnx")
+    check = check_parity(session, x, exact + 1.2e-3, "big logits")  # the supernet's own fp32 rounding
+    assert 1.1e-3 < check.max_abs_diff < 1.3e-3 and check.top1_agreement == 1.0
+    with pytest.raises(ArtifactError, match=r"tolerance 0\.0228 = 0\.001 \+ 1e-05 × max\|logit\| 2\.18e\+03"):
+        check_parity(session, x, exact * 1.001, "wrong by 0.1 %")  # a wrong graph still fails
+    scaled_logits_graph(tmp_path / "small.onnx", 1.0)
+    with pytest.raises(ArtifactError, match="differs from the supernet"):
+        check_parity(cpu_session(tmp_path / "small.onnx"), x, x + 1.2e-3, "small logits")
