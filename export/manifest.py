@@ -76,10 +76,10 @@ def write_manifest(deploy: str | Path, manifest: Manifest) -> Path:
     evaluation export read (the rest export computes itself)."""
     data = manifest.to_json()
     try:
+        parse_manifest(data)
         where = non_finite(data)
         if where:
             raise Invalid(where, "is not a finite number")
-        parse_manifest(data)
     except Invalid as e:
         source = manifest.metrics_source.origin if manifest.metrics_source else None
         fix = (f"fix or re-create {source} (`oatdeploy eval`)" if source else "please report it")

@@ -8,12 +8,12 @@ bytes are hashed and then parsed from memory, never re-read. Torch-free, Python 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from oatdeploy.runtime.arrays import npz_arrays
 from oatdeploy.runtime.atomic import PathLike, read_bounded, sha256_bytes
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
 from oatdeploy.runtime.errors import ArtifactError
@@ -47,13 +47,7 @@ def parse_images(data: bytes, label: str, input_shape: tuple[int, ...], limit: i
                  user_file: bool) -> np.ndarray:
     """The `x` array of a checked calibration .npz, as float32 [N, *input_shape] (no pickles are loaded)."""
     fix = "write x as float32 [N, C, H, W] in [0, 1]" if user_file else "re-export the deployment"
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if "x" not in npz:
-                raise ArtifactError(f"{label} has no 'x' array; {fix}")
-            x = npz["x"]
-    except (ValueError, OSError) as e:
-        raise ArtifactError(f"{label} is not a readable .npz ({e}); {fix}") from None
+    x = npz_arrays(data, label, ["x"], fix)["x"]
     x = np.ascontiguousarray(x[:limit] if limit else x, dtype=np.float32)
     if x.ndim != 4 or not len(x) or tuple(x.shape[1:]) != tuple(input_shape):
         dims = ", ".join(map(str, input_shape))

@@ -187,11 +187,6 @@ def no_duplicate_keys(pairs: list) -> dict[str, Any]:
     return out
 
 
-def no_constants(name: str) -> Any:
-    """json.loads' parse_constant: NaN and Infinity are not JSON, and no field of ours may hold them."""
-    raise Invalid(name, "is not a JSON number (NaN and Infinity are not JSON); write a finite number")
-
-
 def non_finite(value: Any, where: str = "") -> str | None:
     """Where the first NaN or infinity inside a JSON value is (export refuses to write one), else None."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -9,7 +9,6 @@ reloads an evicted variant. Python 3.8+, no torch.
 
 from __future__ import annotations
 
-import io
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from oatdeploy.runtime import power
 from oatdeploy.runtime import profile as profiling
+from oatdeploy.runtime.arrays import npz_arrays
 from oatdeploy.runtime.atomic import PathLike
 from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
 from oatdeploy.runtime.backends.base import check_batch_size
@@ -213,8 +213,7 @@ class Deployment:
         clean = self.manifest.verification.get("clean")
         if clean:
             data = read_verified(self.folder, clean.path, clean.sha256, clean.size)
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                x = npz["x"].astype(np.float32)
+            x = npz_arrays(data, f"{self.folder}/{clean.path}", ["x"], "re-export the deployment")["x"]
         else:
             x = np.random.default_rng(0).random((1, *self.input_shape), dtype=np.float32)
         return np.resize(x, (batch, *x.shape[1:]))

@@ -27,7 +27,7 @@ from oatdeploy.runtime.atomic import (
     sha256_bytes,
     sha256_file,
 )
-from oatdeploy.runtime.checks import Invalid, check_header, no_constants, no_duplicate_keys
+from oatdeploy.runtime.checks import Invalid, check_header, no_duplicate_keys, non_finite
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, Manifest, VariantEntry, parse_manifest
 from oatdeploy.runtime.replace import recover
@@ -43,6 +43,9 @@ def confined(folder: PathLike, rel: Any) -> Path:
     if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
         raise ArtifactError(f"manifest path {rel!r} is not a relative path inside the deployment; re-export it")
     pure = PurePosixPath(rel)
+    if len(rel) > 1024 or any(len(part) > 255 for part in pure.parts):
+        raise ArtifactError(f"manifest path {rel[:60]!r}... is {len(rel):,} characters, longer than a file system "
+                            "takes; re-export the deployment")
     if pure.is_absolute() or ".." in pure.parts:
         raise ArtifactError(f"manifest path {rel!r} points outside the deployment folder (absolute or '..'); "
                             "refusing it: re-export the deployment")
@@ -64,8 +67,7 @@ def read_manifest(folder: PathLike) -> Manifest:
         raise ArtifactError(f"no {FILENAME} in {folder}; export one with `oatdeploy export RUN/supernet.pt "
                             f"--out {folder}`")
     try:
-        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES).decode(), object_pairs_hook=no_duplicate_keys,
-                          parse_constant=no_constants)
+        data = json.loads(read_bounded(path, MAX_MANIFEST_BYTES).decode(), object_pairs_hook=no_duplicate_keys)
     except (NotRegular, TooLarge) as e:
         raise ArtifactError(f"{path}: {e}; a manifest is a small regular file: re-run `oatdeploy export`") from None
     except RecursionError:
@@ -77,6 +79,9 @@ def read_manifest(folder: PathLike) -> Manifest:
     check_header(data, path, "manifest", FORMAT, VERSION, "re-export with this version or upgrade oatdeploy")
     try:
         manifest = parse_manifest(data)
+        where = non_finite(data)  # NaN and Infinity are not JSON, in a free field either
+        if where:
+            raise Invalid(where, "is not a finite number (NaN and Infinity are not JSON); re-run `oatdeploy export`")
     except Invalid as e:
         raise ArtifactError(f"{path}: {e}") from None
     for _, ref in manifest.files():

@@ -11,12 +11,12 @@ Torch-free, Python 3.8+.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from oatdeploy.runtime.arrays import npz_arrays
 from oatdeploy.runtime.atomic import PathLike
 from oatdeploy.runtime.backends import BACKENDS
 from oatdeploy.runtime.backends.base import Runner
@@ -40,8 +40,8 @@ def load_npz(deploy_dir: Path, entry: FileRef | None, keys: tuple[str, str], wha
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no {what}; re-export with `oatdeploy export`")
     data = read_verified(deploy_dir, entry.path, entry.sha256, entry.size)
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        return tuple(np.asarray(npz[k], dtype=np.float32 if k.startswith("x") else np.int64) for k in keys)
+    arrays = npz_arrays(data, f"{deploy_dir}/{entry.path}", keys, "re-export the deployment")
+    return tuple(arrays[k] for k in keys)
 
 
 def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",

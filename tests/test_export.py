@@ -236,7 +236,7 @@ def tiny_eval(tiny_ckpt: Path) -> dict:
 
 
 @pytest.mark.parametrize(("edit", "says"), [
-    (lambda r: r["results"][0].update(clean_acc=float("nan")), "variants[0].metrics.clean_acc is not a finite number"),
+    (lambda r: r["results"][0].update(clean_acc=float("nan")), "variants[0].metrics.clean_acc"),
     (lambda r: r["attack"].update(eps=float("inf")), "metrics_source.attack.eps is not a finite number"),
     (lambda r: r["results"][1].update(robust_acc=1.5), "robust_acc"),
     (lambda r: r["results"][0].pop("clean_acc"), "results[0] without clean_acc"),

@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from oatdeploy.runtime.commands.options import budget_options, graph_options
+from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.selection import Budget
 
 
@@ -36,12 +37,18 @@ def predict(deploy: str, images: tuple[str, ...], budget: Budget, backend: str, 
     files = image_files(images)
     dep = Deployment.load(deploy, backend=backend, precision=precision)
     model = dep.manifest.model
-    names = class_names(model.dataset, int(model.num_classes))  # type: ignore[arg-type]
+    if model.num_classes is None:
+        raise OatError(f"{deploy}/manifest.json records no model.num_classes, which predict needs to name classes; "
+                       "re-export the deployment")
+    names = class_names(model.dataset, int(model.num_classes))
     inputs = [(f, load_image(f, model.input_shape)[None]) for f in files]  # all read before any is served
     predictions = []
     with dep.switcher(backend=backend, precision=precision, budget=budget, max_loaded=1) as sw:
         for path, x in inputs:
             logits, variant = sw(x, return_variant=True)
+            if logits.ndim != 2 or logits.shape[1] != len(names):
+                raise OatError(f"{variant.id} gives logits of shape {list(logits.shape)}, but the manifest says "
+                               f"{len(names)} classes; the deployment is inconsistent: re-export it")
             probs = softmax(logits[0])
             label = int(probs.argmax())
             predictions.append({"file": str(path), "label": label, "class": names[label],
