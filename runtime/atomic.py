@@ -58,9 +58,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; if the block succeeds, fsync it and rename it over `path`.
 
     The result keeps the mode of the file it replaces (or gets 0666 minus the umask for a new file),
-    whatever mode the writer inside the block used.
+    whatever mode the writer inside the block used. A symlink at `path` is written through: its target is
+    replaced, the link stays.
     """
     path = Path(path)
+    if path.is_symlink():  # write through the link, as open() would, rather than replace it by a file
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, mode = _create_temp(path)
     with contextlib.suppress(FileNotFoundError):

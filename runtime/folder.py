@@ -211,8 +211,11 @@ def locked(folder: PathLike) -> Iterator[None]:
 
 
 def write_manifest(folder: PathLike, manifest: Manifest) -> Path:
-    """Write then rename (and fsync), so a crash never leaves a half-written manifest."""
+    """Write then rename (and fsync), so a crash never leaves a half-written manifest. A symlinked manifest is
+    written through (the link stays) when it leads to a file inside the deployment, and refused otherwise."""
     path = Path(folder) / FILENAME
+    if path.is_symlink():
+        confined(folder, FILENAME)
     atomic_write_json(path, manifest.to_json())
     return path
 

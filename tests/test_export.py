@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +207,10 @@ def test_export_force_keeps_what_the_user_put_in_the_deployment(cli, tiny_ckpt: 
     (out / "plots").mkdir()
     (out / "plots" / "trade-off.png").write_bytes(b"\x89PNG")
     first = json.loads((out / "manifest.json").read_text())["created"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    debris = tmp_path / f".d.new-{dead.pid}@{socket.gethostname()}@x1y2"  # a staging folder of a killed export
+    (debris / "verify").mkdir(parents=True)
     result = cli(*args, "--force")
     assert result.returncode == 0, result.stderr
     assert "kept in" in result.stderr and "info.md" in result.stderr

@@ -8,11 +8,12 @@ copied anywhere: a wrong-shaped array must never reach a device buffer sized for
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 
 import numpy as np
 
-from oatdeploy.runtime.errors import InputError
+from oatdeploy.runtime.errors import InputError, OatWarning
 
 INPUT_NAME = "input"
 LAM_INDEX_NAME = "lam_index"
@@ -66,6 +67,9 @@ class InputSpec:
                     self.lam_count is not None and lam_index >= self.lam_count):
                 valid = f"0..{self.lam_count - 1}" if self.lam_count else "a non-negative integer"
                 raise InputError(f"λ index {lam_index!r} is out of range for {name}; use {valid}")
+        if not np.isfinite(x).all():
+            warnings.warn(f"input to {name} holds NaN or infinite values, so its logits will too; check how the "
+                          "images were read and scaled", OatWarning, stacklevel=3)
         return np.ascontiguousarray(x)
 
 
