@@ -155,3 +155,29 @@ def test_export_force_on_a_full_disk_keeps_the_deployment(tiny_ckpt: Path, tmp_p
         assert [p.name for p in mnt.iterdir() if p.name.startswith(".")] == []
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_checkpoint_write_on_a_full_disk_is_one_error_and_keeps_the_old_one(tiny_ckpt: Path,
+                                                                              tmp_path: Path) -> None:
+    """torch reports a failed write as RuntimeError (inline_container); the trainer's save says what happened."""
+    import shutil
+    import subprocess
+
+    from oatdeploy.checkpoint import save_checkpoint
+    from oatdeploy.runtime.errors import ArtifactError
+
+    sn = oatdeploy.load_checkpoint(tiny_ckpt)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        shutil.copy(tiny_ckpt, mnt / "supernet.pt")
+        before = (mnt / "supernet.pt").read_bytes()
+        (mnt / "filler").write_bytes(b"\0" * max(0, shutil.disk_usage(mnt).free - 100_000))
+        with pytest.raises(ArtifactError, match="is the disk full"):  # torch: "enforce fail at inline_container"
+            save_checkpoint(mnt / "supernet.pt", sn.model, sn.config, sn.encoding)
+        assert (mnt / "supernet.pt").read_bytes() == before
+        assert [p.name for p in mnt.iterdir() if p.name.startswith(".")] == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
