@@ -24,6 +24,7 @@ from typing import Any
 from study_knob import LR10, PAPER_SHARE, SHARED_HEAD
 from study_oat_vs_dedicated import chosen_levers, provenance, trained_report
 
+from oatdeploy.commands.config_options import DEVICE_HELP
 from oatdeploy.demo import DEMO_EVAL, DEMO_TRAIN
 from oatdeploy.evaluate import knob_summary, run_evaluation
 from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json
@@ -53,11 +54,12 @@ DEDICATED: dict[str, dict[str, Any]] = {
 }
 
 
-def run_one(name: str, recipe: dict[str, Any], seed: int, root: Path) -> dict[str, Any]:
+def run_one(name: str, recipe: dict[str, Any], seed: int, root: Path, device: str = "auto") -> dict[str, Any]:
     folder = root / f"{name}-s{seed}"
-    cfg = TrainConfig(**{**DEMO_TRAIN, "seed": seed, "out": str(folder), **recipe})
+    cfg = TrainConfig(**{**DEMO_TRAIN, "seed": seed, "out": str(folder), "device": device, **recipe})
     report = trained_report(folder, cfg, lambda ckpt: run_evaluation(
-        ckpt, pgd_steps=DEMO_EVAL["pgd_steps"], limit=DEMO_EVAL["limit"], progress=False, widths=[1.0]))
+        ckpt, pgd_steps=DEMO_EVAL["pgd_steps"], limit=DEMO_EVAL["limit"], progress=False, widths=[1.0],
+        device=device))
     rows = [r for r in report["results"] if r["width"] == 1.0]
     print(f"{folder.name:<22} done ({report.get('wall_s')})", flush=True)
     return {"name": name, "seed": seed, "recipe": recipe, "wall_s": report.get("wall_s"),
@@ -90,11 +92,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs/demo"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args()
     levers = chosen_levers(parser, args.levers, LEVERS)
     seeds = [int(s) for s in args.seeds.split(",")]
     plan = [(name, recipe) for name, recipe in DEDICATED.items()] + [(v, LEVERS[v]) for v in levers]
-    done = [run_one(name, recipe, seed, args.runs) for name, recipe in plan for seed in seeds]
+    done = [run_one(name, recipe, seed, args.runs, args.device) for name, recipe in plan for seed in seeds]
     meta = {**provenance("study_demo.py"), "finished": time.strftime("%Y-%m-%d")}
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / "knob_demo"

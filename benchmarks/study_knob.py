@@ -23,6 +23,7 @@ from typing import Any
 
 from study_oat_vs_dedicated import LAMBDAS, PLAIN_FILM, PRESETS, chosen_levers, dedicated_run, provenance, run_one
 
+from oatdeploy.commands.config_options import DEVICE_HELP
 from oatdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json
 
 # Each lever: the TrainConfig fields it sets. `default` is TrainConfig's own recipe (per-λ FiLM tables and a per-λ
@@ -187,13 +188,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's path)")
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args()
     levers = chosen_levers(parser, args.levers, ALL_LEVERS)
     p = PRESETS[args.preset]
     root = args.runs / args.preset
     plan = [oat_run(lever, seed, p) for seed in p["seeds"] for lever in levers]
     plan += [dedicated_run(lam, seed, p) for seed in p["seeds"] for lam in LAMBDAS]
-    done = [run_one(run, p, root, args.data_dir) for run in plan]
+    done = [run_one(run, p, root, args.data_dir, args.device) for run in plan]
     summary = summarize(done, levers)
     n = p["test_limit"] or 10_000
     meta = {"preset": args.preset, **provenance("study_knob.py"), "seeds": p["seeds"],

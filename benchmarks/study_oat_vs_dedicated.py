@@ -3,6 +3,7 @@
     sudo apt-get install dataset-fashion-mnist
     python benchmarks/study_oat_vs_dedicated.py --preset cpu      # under an hour on a 2-core CPU
     python benchmarks/study_oat_vs_dedicated.py --preset gpu      # the full protocol
+    python benchmarks/study_oat_vs_dedicated.py --preset gpu-quick --concurrent 4   # a few minutes of one GPU
 
 Every run uses the same data, epochs, ε = 0.1, PGD-7 training and PGD-20 evaluation:
   - oat:        the OAT supernet, λ ∈ {0, 0.1, 0.2, 0.3, 0.4, 1}, dual BN;
@@ -14,7 +15,11 @@ Every run uses the same data, epochs, ε = 0.1, PGD-7 training and PGD-20 evalua
 Runs are folders under --runs (default benchmarks/runs/, git-ignored); a finished run (eval.json) is skipped and an
 interrupted one resumes from its checkpoint, so an interrupted study continues where it stopped; two study
 processes can share one --runs folder (e.g. one per core): a run being trained by one is not trained by the other.
-Results go to benchmarks/results/oat_vs_dedicated_<preset>.{json,md,png}.
+`--concurrent N` starts N − 1 such processes beside this one, so N runs train at once (on one GPU, whose launch-bound
+steps leave room for several). `gpu-quick` is OAT against dedicated models for λ = 0, 0.1 and 1 only: full
+Fashion-MNIST, full-width ResNet-20, 2 epochs, PGD-20 on 5,000 test images; `quick-smoke` is its plan on the
+embedded data, for `benchmarks/gpu_check.py --smoke`.
+Results go to benchmarks/results/oat_vs_dedicated_<preset>.{json,md,png}; `--replot` redraws the PNG from that JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection
@@ -32,6 +38,7 @@ from typing import Any
 
 import torch
 
+from oatdeploy.commands.config_options import DEVICE_HELP
 from oatdeploy.config import LEGACY, contradictions, user_fields
 from oatdeploy.evaluate import run_evaluation
 from oatdeploy.runtime.atomic import atomic_save, atomic_write_bytes, atomic_write_json
@@ -48,6 +55,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             "oats_lambdas_dedicated": LAMBDAS},
     "smoke": {"arch": "resnet20", "width": 0.5, "train_limit": 256, "test_limit": 64, "epochs": 1, "seeds": [0],
               "oats_widths": [0.5, 1.0], "oats_epochs": 1, "oats_lambdas_dedicated": [0.0, 1.0]},
+    # OAT and three dedicated models only (no one-BN ablation, no OATS), for one GPU in a few minutes.
+    "gpu-quick": {"arch": "resnet20", "width": 1.0, "train_limit": None, "test_limit": 5000, "epochs": 2,
+                  "seeds": [0], "dedicated_lambdas": [0.0, 0.1, 1.0], "ablation": False, "oats": False,
+                  "oats_widths": [1.0], "oats_lambdas_dedicated": []},
+    "quick-smoke": {"dataset": "fmnist-mini", "arch": "resnet20", "width": 0.5, "train_limit": 32, "batch_size": 16,
+                    "test_limit": 8,
+                    "eval_pgd_steps": 2, "epochs": 1, "seeds": [0], "dedicated_lambdas": [0.0, 0.1, 1.0],
+                    "ablation": False, "oats": False, "oats_widths": [0.5], "oats_lambdas_dedicated": []},
 }
 
 
@@ -60,15 +75,19 @@ PLAIN_FILM: dict[str, Any] = {"film_lr_scale": 1.0, "film_weight_decay": None, "
 
 
 def plan(p: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every training run of the protocol: name, group, λs, widths, dual BN, seed, epochs."""
+    """Every training run of the protocol: name, group, λs, widths, dual BN, seed, epochs (a preset may leave out
+    the one-BN ablation, the OATS comparison and some dedicated λs)."""
     runs = []
     for seed in p["seeds"]:
         runs.append({"name": f"oat-s{seed}", "group": "oat", "lambdas": LAMBDAS, "widths": [p["width"]],
                      "dual_bn": True, "seed": seed, "epochs": p["epochs"]})
-        runs.append({"name": f"oat-1bn-s{seed}", "group": "oat-1bn", "lambdas": LAMBDAS, "widths": [p["width"]],
-                     "dual_bn": False, "seed": seed, "epochs": p["epochs"]})
-        for lam in LAMBDAS:
+        if p.get("ablation", True):
+            runs.append({"name": f"oat-1bn-s{seed}", "group": "oat-1bn", "lambdas": LAMBDAS, "widths": [p["width"]],
+                         "dual_bn": False, "seed": seed, "epochs": p["epochs"]})
+        for lam in p.get("dedicated_lambdas", LAMBDAS):
             runs.append(dedicated_run(lam, seed, p))
+    if not p.get("oats", True):
+        return runs
     seed = p["seeds"][0]
     runs.append({"name": f"oats-s{seed}", "group": "oats", "lambdas": LAMBDAS, "widths": p["oats_widths"],
                  "dual_bn": True, "seed": seed, "epochs": p["oats_epochs"]})
@@ -153,19 +172,26 @@ def trained_report(folder: Path, cfg: TrainConfig, evaluate: Callable[[Path], di
     return json.loads((folder / "eval.json").read_text())
 
 
-def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | None) -> dict[str, Any]:
+def run_one(run: dict[str, Any], p: dict[str, Any], root: Path, data_dir: str | None, device: str = "auto",
+            wait: bool = True) -> dict[str, Any] | None:
+    """Train and evaluate one run (or reuse its eval.json) on `device`; while another process trains it, wait
+    for it, or with `wait=False` return None at once."""
     folder = root / run["name"]
-    cfg = TrainConfig(**{"dataset": "fashion-mnist", "data_dir": data_dir, "arch": p["arch"],
+    cfg = TrainConfig(**{"dataset": p.get("dataset", "fashion-mnist"), "data_dir": data_dir, "arch": p["arch"],
                          "lambdas": run["lambdas"], "widths": run["widths"], "dual_bn": run["dual_bn"],
-                         "seed": run["seed"], "epochs": run["epochs"], "batch_size": 128, "pgd_steps": 7,
-                         "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
+                         "seed": run["seed"], "epochs": run["epochs"], "batch_size": p.get("batch_size", 128),
+                         "pgd_steps": 7, "eps": 0.1, "train_limit": p["train_limit"], "out": str(folder),
                          # fp32 everywhere: runs on CPUs with and without native bf16 compute the same thing
-                         "amp": False,
+                         "amp": False, "device": device,
                          **run.get("recipe", {})})
     while not (folder / "eval.json").is_file() and not claim(folder):
+        if not wait:
+            return None
         time.sleep(20)  # another process is training this run
-    report = trained_report(folder, cfg, lambda ckpt: run_evaluation(ckpt, pgd_steps=20, limit=p["test_limit"],
-                                                                      data_dir=data_dir, progress=False))
+    report = trained_report(folder, cfg, lambda ckpt: run_evaluation(ckpt, pgd_steps=p.get("eval_pgd_steps", 20),
+                                                                      limit=p["test_limit"],
+                                                                      data_dir=data_dir, progress=False,
+                                                                      device=device))
     (folder / ".training-pid").unlink(missing_ok=True)
     print(f"{run['name']:<28} done ({report.get('wall_s')})", flush=True)
     return {**run, "results": report["results"], "wall_s": report.get("wall_s")}
@@ -199,7 +225,7 @@ def summarize(done: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any]:
                           "sa_halfrange": halfrange(pairs, 0), "ra_halfrange": halfrange(pairs, 1)}
         table.append(row)
     widths_table = []
-    for w in (min(p["oats_widths"]), max(p["oats_widths"])):
+    for w in sorted({min(p["oats_widths"]), max(p["oats_widths"])}):
         for lam in p["oats_lambdas_dedicated"]:
             oats, ded = pick("oats", lam, w), pick("dedicated-width", lam, w)
             widths_table.append({"width": w, "lambda": lam, "oats": {"sa": mean(oats, 0), "ra": mean(oats, 1)},
@@ -232,6 +258,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         lines.append(f"| {r['lambda']:g} | {fmt_pm(o, 'sa')} | {fmt_pm(o, 'ra')} | {fmt_pm(d, 'sa')} | "
                      f"{fmt_pm(d, 'ra')} | {diff(o['sa'], d['sa'])} | {diff(o['ra'], d['ra'])} | {fmt_pm(s, 'sa')} | "
                      f"{fmt_pm(s, 'ra')} |")
+    if not summary["oats_vs_dedicated"]:
+        return "\n".join(lines) + "\n"
     lines += ["", "OATS (one supernet, widths " + ", ".join(f"{w:g}" for w in meta["oats_widths"]) +
               ") vs dedicated models of one width:", "",
               "| width | λ | OATS SA | OATS RA | dedicated SA | dedicated RA |", "|---|---|---|---|---|---|"]
@@ -241,29 +269,57 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: Path, preset: str) -> None:
+def draw(summary: dict[str, Any], preset: str, seeds: Collection[int] = ()) -> Any:
+    """SA vs RA per λ for each group: the mean over seeds with bars of half the range between them. Left every
+    λ; right the λ > 0 cluster enlarged (λ = 0 sits near RA 0, far from it). Each point's λ is placed where it
+    overlaps no other label, point or bar (runtime.plots.place_labels)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    styles = {"oat": ("OAT (dual BN)", "o-", "C0"), "oat-1bn": ("OAT, one BN (ablation)", "s--", "C1"),
-              "dedicated": ("dedicated model per λ", "^:", "C2")}
-    for group, (label, style, color) in styles.items():
-        pts = [(r[group]["ra"], r[group]["sa"], r["lambda"]) for r in summary["by_lambda"]
-               if r[group]["sa"] is not None]
-        if not pts:
-            continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
-        for ra, sa, lam in pts:
-            ax.annotate(f"λ={lam:g}", (ra, sa), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
-    ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1)")
-    ax.set_ylabel("clean accuracy")
-    ax.set_title(f"Fashion-MNIST: one OAT model vs one model per λ ({preset} preset)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    from oatdeploy.runtime.plots import place_labels
+
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(12, 5.6), layout="constrained", width_ratios=[1, 1.5])
+    styles = {"oat": ("OAT (dual BN)", "o", "-", "C0"), "oat-1bn": ("OAT, one BN (ablation)", "s", "--", "C1"),
+              "dedicated": ("dedicated model per λ", "^", ":", "C2")}
+    labels: dict[Any, list[tuple]] = {whole: [], zoom: []}
+    for group, (label, marker, line, color) in styles.items():
+        rows = [r for r in summary["by_lambda"] if r[group]["sa"] is not None]
+        for ax, shown in ((whole, rows), (zoom, [r for r in rows if r["lambda"] > 0])):
+            ra, sa = [r[group]["ra"] for r in shown], [r[group]["sa"] for r in shown]
+            ra_bar = [r[group].get("ra_halfrange") or 0.0 for r in shown]
+            sa_bar = [r[group].get("sa_halfrange") or 0.0 for r in shown]
+            ax.errorbar(ra, sa, xerr=ra_bar, yerr=sa_bar, fmt=marker, ls=line, color=color, ms=5, lw=1,
+                        elinewidth=1, capsize=2, label=label)
+            labels[ax] += [(x, y, f"λ={r['lambda']:g}", color, (x - dx, x + dx) if dx else None,
+                            (y - dy, y + dy) if dy else None, 5)
+                           for x, y, dx, dy, r in zip(ra, sa, ra_bar, sa_bar, shown, strict=True)
+                           if ax is zoom or r["lambda"] == 0]
+    seeds_text = f"seeds {', '.join(map(str, seeds))}" if seeds else "seeds"
+    for ax in (whole, zoom):
+        ax.set_xlabel("robust accuracy (PGD-20, ε = 0.1)")
+        ax.set_ylabel("clean accuracy")
+        ax.grid(alpha=0.3)
+    (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
+    whole.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=0.8, color="0.4"))
+    whole.set_title("every λ (dashed: the region enlarged on the right)", fontsize=9)
+    zoom.set_title("λ > 0, enlarged", fontsize=9)
+    zoom.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"Fashion-MNIST: one OAT model vs one model per λ ({preset} preset); mean over {seeds_text}, "
+                 "bars: half the range between them", fontsize=10)
+    fig.canvas.draw()  # lay out, then place the labels in the final axes
+    for ax, points in labels.items():
+        place_labels(ax, fig.canvas.get_renderer(), points)
+    fig.set_layout_engine("none")
+    return fig
+
+
+def plot(summary: dict[str, Any], path: Path, preset: str, seeds: Collection[int] = ()) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = draw(summary, preset, seeds)
     atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
 
@@ -274,11 +330,33 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: Debian's path)")
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--replot", action="store_true", help="Only redraw the PNG from the saved results JSON.")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--concurrent", type=int, default=1,
+                        help="Runs trained at once: N − 1 more processes of this script share --runs with this one.")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --concurrent's processes
     args = parser.parse_args()
     p = PRESETS[args.preset]
+    if args.replot:
+        stem = args.results / f"oat_vs_dedicated_{args.preset}"
+        saved = json.loads(stem.with_suffix(".json").read_text())
+        plot(saved["summary"], stem.with_suffix(".png"), args.preset, saved["meta"]["seeds"])
+        return
     root = args.runs / args.preset
     started = time.time()
-    done = [run_one(run, p, root, args.data_dir) for run in plan(p)]
+    if args.worker:  # train what no other process has taken, then leave the summary to the first process
+        for run in plan(p):
+            run_one(run, p, root, args.data_dir, args.device, wait=False)
+        return
+    workers = [subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--worker"])
+               for _ in range(args.concurrent - 1)]
+    for run in plan(p):
+        run_one(run, p, root, args.data_dir, args.device, wait=False)
+    failed = [w.args for w in workers if w.wait() != 0]
+    if failed:
+        sys.exit(f"{len(failed)} of the --concurrent processes failed (their errors are above); run again to "
+                 "continue where they stopped")
+    done = [r for r in (run_one(run, p, root, args.data_dir, args.device) for run in plan(p)) if r is not None]
     summary = summarize(done, p)
     meta = {"preset": args.preset, **provenance("study_oat_vs_dedicated.py"),
             "wall_s": sum((r["wall_s"] or {}).get("train", 0) + (r["wall_s"] or {}).get("eval", 0) for r in done),
@@ -288,7 +366,7 @@ def main() -> None:
     stem = args.results / f"oat_vs_dedicated_{args.preset}"
     atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "preset": p, "summary": summary, "runs": done})
     atomic_write_bytes(stem.with_suffix(".md"), markdown(summary, meta).encode())
-    plot(summary, stem.with_suffix(".png"), args.preset)
+    plot(summary, stem.with_suffix(".png"), args.preset, p["seeds"])
     print(markdown(summary, meta))
 
 

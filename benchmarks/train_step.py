@@ -51,8 +51,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "compile": ("--compile: torch.compile of the model (training and attack)", {"compile": True}),
     "bf16-compile": ("--amp-cpu --compile", {"amp_cpu": True, "compile": True}),
     "attack-param-grads": ("PGD with parameter gradients on (autograd.grad still computes none of them)", {}),
-    "sampled": ("--objective sampled: one loss term per λ > 0 sample, the adversarial one with probability λ "
+    "sampled": ("--loss sampled: one loss term per λ > 0 sample, the adversarial one with probability λ "
                 "(the same expected loss; less work than the others)", {"objective": "sampled"}),
+    "fp32": ("--no-amp: fp32 on CUDA too", {"amp": False}),
+    "graphs": ("--cuda-graphs: the step captured once and replayed (on a CPU: eager, with a warning)",
+               {"cuda_graphs": True}),
+    "graphs-fp32": ("--cuda-graphs --no-amp", {"cuda_graphs": True, "amp": False}),
+    "graphs-sampled": ("--cuda-graphs --no-amp --objective sampled",
+                       {"cuda_graphs": True, "amp": False, "objective": "sampled"}),
 }
 
 

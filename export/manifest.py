@@ -7,23 +7,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from oatdeploy.runtime import folder
 from oatdeploy.runtime.atomic import sha256_file
 from oatdeploy.runtime.checks import Invalid, non_finite
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import (
     FORMAT,
+    OUTCOME_KINDS,
     VERSION,
     FileRef,
     Manifest,
     Metrics,
     MetricsSource,
     Model,
+    Outcomes,
     Source,
     ThreatModel,
     VariantEntry,
     Verification,
     attack_label,
+    outcome_array,
     parse_manifest,
     same_choice,
     variant_id,
@@ -43,14 +48,42 @@ def metrics_source(report: dict[str, Any] | None, origin: str | None) -> Metrics
     return MetricsSource(origin, report["attack"], report["num_samples"])
 
 
+OUTCOMES = "outcomes.npz"  # where export writes the fp32 per-image outcomes in the deployment
+
+
+def eval_row(report: dict[str, Any] | None, lam: float, width: float) -> dict[str, Any] | None:
+    """One (λ, width)'s row of an evaluation (eval.json), if it has one."""
+    return next((r for r in (report or {}).get("results", []) if same_choice(r["lambda"], lam)
+                 and same_choice(r["width"], width)), None)
+
+
 def variant_metrics(report: dict[str, Any] | None, lam: float, width: float) -> Metrics:
     """One (λ, width)'s row of an evaluation (eval.json), or no numbers."""
-    row = next((r for r in (report or {}).get("results", []) if same_choice(r["lambda"], lam)
-                and same_choice(r["width"], width)), None)
+    row = eval_row(report, lam, width)
     if row is None or report is None:
         return Metrics(None, None, attack=None, samples=0)
     return Metrics(row["clean_acc"], row["robust_acc"], row.get("clean_ci95"), row.get("robust_ci95"),
                    report["num_samples"], attack_label(report))
+
+
+def outcome_arrays(report: dict[str, Any] | None, variants: list[VariantEntry]) -> dict[str, np.ndarray]:
+    """The deployment's outcomes file (`OUTCOMES`): each variant's per-image outcomes from eval.json (hex of
+    packed bits) as uint8 arrays named by `outcome_array`; empty when any variant's row lacks them (an
+    evaluation written before they were kept), since `select` pairs variants only on images all of them saw."""
+    arrays = {}
+    for v in variants:
+        row = eval_row(report, v.lam, v.width) or {}
+        for kind in OUTCOME_KINDS:
+            text = row.get(f"{kind}_correct")
+            if not isinstance(text, str):
+                return {}
+            arrays[outcome_array(v.id, kind)] = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+    return arrays
+
+
+def outcomes_entry(ref: FileRef, samples: int) -> dict[str, Outcomes]:
+    """The manifest's `outcomes` for the file just written: those of the fp32 SA/RA, over `samples` images."""
+    return {"fp32": Outcomes(ref.path, ref.sha256, samples)}
 
 
 def new_manifest(model: Model, threat_model: ThreatModel, source: Source, metrics: MetricsSource,

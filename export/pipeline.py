@@ -6,6 +6,7 @@ never touches an existing deployment.
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -23,12 +24,16 @@ from tqdm import tqdm
 from oatdeploy import data as datasets
 from oatdeploy.attacks import PGDConfig, pgd_attack
 from oatdeploy.checkpoint import load_supernet
+from oatdeploy.devices import resolve_device, to_device
 from oatdeploy.export import parity
 from oatdeploy.export.cost import graph_cost
 from oatdeploy.export.manifest import (
+    OUTCOMES,
     file_entry,
     metrics_source,
     new_manifest,
+    outcome_arrays,
+    outcomes_entry,
     variant_entry,
     variant_metrics,
     write_manifest,
@@ -183,15 +188,17 @@ def check_target(out: Path) -> None:
 def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "folded",
                       eval_json: str | Path | None = None, evaluate: bool = False, verify_samples: int = 256,
                       calib_samples: int = 512, adv_steps: int = 20, progress: bool = True, *,
-                      tolerance: float | None = None, data_dir: str | None = None) -> Manifest:
+                      tolerance: float | None = None, data_dir: str | None = None, device: str = "auto") -> Manifest:
     """Export every (λ, width) of a checkpoint into `out`; returns the manifest that was written.
 
     `tolerance` (max |Δlogit| under ONNX Runtime, default `parity.DEFAULT_TOLERANCE`, plus
-    `parity.RELATIVE_TOLERANCE` × max |logit|) and `data_dir` (default: the run's) are keyword-only extras.
+    `parity.RELATIVE_TOLERANCE` × max |logit|), `data_dir` (default: the run's) and `device` (where the
+    verification attack and `--evaluate` run; devices.resolve_device) are keyword-only extras.
     """
     if mode not in MODES:
         raise OatError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     checkpoint, out = Path(checkpoint), Path(out)
+    dev = resolve_device(device)
     for line in recover(out):
         print(line, file=sys.stderr)
     check_target(out)
@@ -204,7 +211,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
     if report is None and evaluate:
         from oatdeploy.evaluate import run_evaluation
 
-        report, origin = run_evaluation(checkpoint, data_dir=data_dir, progress=progress), "evaluate"
+        report, origin = run_evaluation(checkpoint, data_dir=data_dir, progress=progress, device=device), "evaluate"
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = new_staging(out)
     try:
@@ -221,7 +228,10 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
         )
         attack = PGDConfig(eps=eps, steps=adv_steps)
         tol = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
-        manifest.variants = build_variants(sn, staging, mode, test, report, attack, tol, progress)
+        manifest.variants = build_variants(sn, staging, mode, test, report, attack, tol, progress, dev)
+        per_image = outcome_arrays(report, manifest.variants)
+        if per_image and report is not None:
+            manifest.outcomes = outcomes_entry(save_npz(staging, OUTCOMES, **per_image), int(report["num_samples"]))
         write_manifest(staging, manifest)
         default_permissions(staging)
         kept = install(staging, out)
@@ -233,9 +243,17 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
 
 
 def build_variants(sn: Supernet, folder: Path, mode: str, test: datasets.ArrayDataset, report: dict[str, Any] | None,
-                   attack: PGDConfig, tolerance: float, progress: bool) -> list[VariantEntry]:
-    """Export, verify under ONNX Runtime, cost and attack every (λ, width); one entry each."""
+                   attack: PGDConfig, tolerance: float, progress: bool,
+                   device: torch.device | None = None) -> list[VariantEntry]:
+    """Export, verify under ONNX Runtime, cost and attack every (λ, width); one entry each.
+
+    `sn` stays on the CPU: folding, ONNX export and the parity reference are exact fp32 there (a GPU's TF32
+    convolutions would miss the 1e-3 tolerance) and cost one forward pass; the verification attack, PGD on
+    every variant, runs on `device`.
+    """
+    device = device or torch.device("cpu")
     x_np, y_np = test.x.numpy(), test.y.numpy()
+    x_dev, y_dev = to_device(test.x, device), to_device(test.y, device)
     pairs = [(lam, w) for w in sn.widths for lam in sn.lambdas]
     sessions: dict[float, Any] = {}
     gen = torch.Generator().manual_seed(0)
@@ -255,7 +273,8 @@ def build_variants(sn: Supernet, folder: Path, mode: str, test: datasets.ArrayDa
             session = sessions[w]
         reference = sn.predict(test.x, lam, w).numpy()
         check = parity.check_parity(session, x_np, reference, f"{rel} ({vid})", lam_index, tolerance)
-        x_adv = pgd_attack(folded, test.x, test.y, attack, generator=gen).numpy()
+        attacked = folded if device.type == "cpu" else copy.deepcopy(folded).to(device)
+        x_adv = pgd_attack(attacked, x_dev, y_dev, attack, generator=gen).cpu().numpy()
         save_npz(folder, f"verify/{vid}.npz", x_adv=x_adv, y=y_np)
         variants.append(variant_entry(folder, lam, w, mode, rel, graph_cost(folder / rel, sn.input_shape),
                                       variant_metrics(report, lam, w), check, f"verify/{vid}.npz", lam_index))

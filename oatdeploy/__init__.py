@@ -16,6 +16,12 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if __name__ != "oatdeploy":  # e.g. `oatdeploy.oatdeploy` through the checkout root on __path__
+    import sys
+
+    if getattr(sys.modules.get("oatdeploy"), "__file__", None) is None:  # the checkout, as a namespace package
+        from oatdeploy.runtime.errors import checkout_as_namespace
+
+        raise checkout_as_namespace(sys.modules["oatdeploy"])
     raise ImportError(f"import oatdeploy, not {__name__}")
 
 __version__ = "0.1.0"

@@ -50,14 +50,19 @@ def frozen_eval(model: nn.Module) -> Iterator[None]:
 
 
 def pgd_attack(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Maximise CE(fn(x'), y) over ‖x' − x‖∞ ≤ eps, x' ∈ [0, 1]. `fn` must already be in eval mode."""
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Maximise CE(fn(x'), y) over ‖x' − x‖∞ ≤ eps, x' ∈ [0, 1]. `fn` must already be in eval mode.
+
+    The random start is `noise` (uniform [0, 1), x's shape) when given (the trainer draws it on the host before
+    the step, so that the step itself has no random draw), else drawn from `generator` (on the CPU) here.
+    """
     if cfg.steps <= 0 or cfg.eps <= 0:
         return x.detach().clone()
     x = x.detach()
     lo, hi = (x - cfg.eps).clamp_(0, 1), (x + cfg.eps).clamp_(0, 1)
     if cfg.random_start:
-        noise = torch.rand(x.shape, generator=generator, device="cpu" if generator else x.device)
+        if noise is None:
+            noise = torch.rand(x.shape, generator=generator, device="cpu" if generator else x.device)
         x_adv = x + (2 * noise.to(x.device, x.dtype) - 1) * cfg.eps
         x_adv = torch.max(torch.min(x_adv, hi), lo)
     else:

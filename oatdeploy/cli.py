@@ -1,13 +1,14 @@
-"""The `oatdeploy` command line: the workstation's commands, then the device's, in workflow order.
+"""The `oatdeploy` command line: every command, workstation and device alike, in workflow order (`ORDER`).
 
 Which side a command is on is where its module lives: `oatdeploy/commands` (torch, Python 3.10+) or
 `runtime/commands` (the device: Python 3.8+, no torch). Commands are imported only when invoked.
-Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error.
+Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import warnings
 from typing import Any
@@ -17,9 +18,12 @@ import click
 from oatdeploy import __version__
 from oatdeploy.commands import WORKSTATION
 from oatdeploy.runtime.commands import DEVICE, LazyGroup
-from oatdeploy.runtime.errors import OatError, OatWarning
+from oatdeploy.runtime.errors import OatError, OatWarning, OptionError
 
-COMMANDS = {**WORKSTATION, **DEVICE}
+# How `oatdeploy --help` lists them: the demo, the path from training to serving, then the optional steps.
+ORDER = ("demo", "train", "eval", "export", "profile", "select", "predict", "plot", "info", "quantize", "verify",
+         "build-engines", "import-reference", "bench")
+COMMANDS = {name: {**WORKSTATION, **DEVICE}[name] for name in ORDER}
 
 
 @click.group(cls=LazyGroup, commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,14 +70,17 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = show_warning
     try:
         rc = cli.main(args=argv, prog_name="oatdeploy", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort: exit as the shell expects
+            interrupted()
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except OatError as e:
-        click.echo(f"error: {e}", err=True)
+        if not isinstance(e, OptionError) or os.environ.get("RANK", "0") == "0":  # one line per launch, not per rank
+            click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except FileNotFoundError as e:
         click.echo(f"error: file not found: {e.filename or e}. Check the path.", err=True)
@@ -93,9 +100,14 @@ def main(argv: list[str] | None = None) -> None:
                    err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        interrupted()
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def interrupted() -> None:
+    """Ctrl-C in any command: one line and exit 130 (128 + SIGINT), as training exits, never exit 1 (internal error)."""
+    click.echo("interrupted (Ctrl-C)", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

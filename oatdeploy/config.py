@@ -5,7 +5,8 @@ Torch-free, so that `oatdeploy train` can build one option per field without imp
 dataset and the launch; `flag` metadata names an option whose name is not the field's.
 
 A resumed run continues the checkpoint's configuration. Fields that only steer the process (where
-the data lives, when to stop or save, the device, the timeout) may change; any other option given
+the data lives, when to stop or save, the device, the timeout) may change, and so may --epochs (a run
+trained longer: oatdeploy/resume.py); any other option given
 with `--resume` must equal the checkpoint's value, or the resume is refused, naming the option.
 """
 
@@ -28,8 +29,8 @@ WIDTH_RULES = ("all", "sandwich")  # which widths one step trains
 DERIVED = {"derived": True}
 # What a checkpoint written before a field existed was trained with (not the field's default today).
 LEGACY = {"film": "mlp", "lambda_head": False, "objective": "weighted"}
-MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "max_steps", "save_every", "device", "dist_timeout",
-                                  "channels_last", "compile"})
+MAY_CHANGE_ON_RESUME = frozenset({"out", "data_dir", "epochs", "max_steps", "save_every", "device", "dist_timeout",
+                                  "channels_last", "compile", "cuda_graphs"})
 
 
 @dataclass
@@ -61,7 +62,9 @@ class TrainConfig:
     film_weight_decay: float | None = None  # its weight decay; None: the same as --weight-decay
     clean_share: float | None = 0.5  # λ = 0 samples per batch; None: 1 / the number of λs (the paper)
     lambda_weights: list[float] | None = None  # sampling weights of the non-zero λs; None: uniform (the paper)
-    objective: str = "weighted"  # one of OBJECTIVES; "sampled" draws its terms in oatdeploy.lambdas.sample_terms
+    # one of OBJECTIVES, the option --loss (select's --objective is what a budget maximises); "sampled" draws its
+    # terms in oatdeploy.lambdas.sample_terms
+    objective: str = field(default="weighted", metadata={"flag": "--loss"})
     train_limit: int | None = None
     val_split: bool = False  # hold out the last 5,000 training images, as the paper's code does
     augment: bool = True
@@ -72,6 +75,7 @@ class TrainConfig:
     amp_cpu: bool = False  # and on CPUs that compute bf16 natively
     channels_last: bool = False  # torch 2.13's oneDNN conv backward corrupted the heap with it on a CPU
     compile: bool = False
+    cuda_graphs: bool = False  # capture the step as a CUDA graph and replay it (oatdeploy/capture.py); CUDA only
     device: str = "auto"
     dist_timeout: float = 600.0
     # Filled in from the dataset and the launch:

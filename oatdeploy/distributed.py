@@ -99,11 +99,13 @@ def is_comm_failure(error: BaseException) -> bool:
     return type(error) is RuntimeError and any(s in text for s in COMM_ERROR_WORDS)
 
 
-def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+def wrap_ddp(module: nn.Module, device: torch.device, find_unused: bool = True) -> nn.Module:
     """DDP that leaves a parameter no rank used in a step without a gradient, as one process would.
 
-    find_unused_parameters: widths a step skips and the BN a λ list never routes to get no gradient
-    on any rank, so DDP leaves their .grad unset and SGD skips them (no weight decay, no momentum).
+    find_unused_parameters (`find_unused`, when a step can leave one unused: `trainer.may_leave_unused`):
+    widths a step skips and the BN a λ list never routes to get no gradient on any rank, so DDP leaves
+    their .grad unset and SGD skips them (no weight decay, no momentum). Where nothing can be unused, the
+    search is off: it would cost a graph traversal per step and make torch warn on every rank.
     Buffers start as rank 0's and are then averaged by `average_buffers`, not broadcast at each forward.
     """
     ids = [device.index] if device.type == "cuda" else None
@@ -111,7 +113,8 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     # Rank 0's buffers at init, none at each forward (torch 2.13 renamed broadcast_buffers).
     no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
                        else {"broadcast_buffers": False})
-    return ddp(module, device_ids=ids, find_unused_parameters=True, gradient_as_bucket_view=True, **no_forward_sync)
+    return ddp(module, device_ids=ids, find_unused_parameters=find_unused, gradient_as_bucket_view=True,
+               **no_forward_sync)
 
 
 def average_buffers(model: nn.Module, world_size: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
+from oatdeploy.devices import eval_batch_size, ieee_fp32, module_device, resolve_device, to_device
 from oatdeploy.eval_files import ATTACKS
 from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.manifest import ACCURACIES, same_choice
@@ -30,16 +32,21 @@ class RobustAccuracy(Protocol):
 
 def correct_mask(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                  attack: PGDConfig | None, batch_size: int = 256, seed: int = 0) -> torch.Tensor:
-    """Per image, whether `fn` gets it right (clean when `attack` is None, else under that attack)."""
+    """Per image (on the CPU), whether `fn` gets it right (clean when `attack` is None, else under that attack).
+
+    Batches go to `fn`'s device (a module's parameters say which); the PGD starts come from one CPU generator
+    in image order, so the outcome depends neither on the device nor on the batch size.
+    """
     gen = torch.Generator().manual_seed(seed)
+    device = module_device(fn)
     out = []
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        xb, yb = to_device(x[i : i + batch_size], device), to_device(y[i : i + batch_size], device)
         if attack is not None:
             xb = pgd_attack(fn, xb, yb, attack, generator=gen)
         with torch.no_grad():
             out.append(fn(xb).argmax(1) == yb)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+    return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.bool)
 
 
 def accuracy(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -108,7 +115,7 @@ def evaluate_supernet(sn: Supernet, x: torch.Tensor, y: torch.Tensor, attack: PG
     pairs = [(lam, w) for w in (sn.widths if widths is None else [sn.widths[sn.width_index(v)] for v in widths])
              for lam in sn.lambdas]
     results = []
-    device = next(sn.model.parameters()).device
+    device = sn.device
     own_bars = getattr(robust, "progress", False)  # an attack with a bar per variant replaces the overall one
     with frozen_eval(sn.model):
         for i, (lam, w) in enumerate(tqdm(pairs, desc="eval", unit="variant", disable=not progress or own_bars)):
@@ -191,14 +198,18 @@ def apgd_correct(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     except ImportError:
         raise OatError("--attack apgd-ce needs adversarial-robustness-toolbox: "
                        "pip install 'oatdeploy[attacks]'") from None
-    clf = PyTorchClassifier(model=module, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                            nb_classes=num_classes, clip_values=(0.0, 1.0), device_type="cpu")
+    device = module_device(module)
+    # ART runs on the current CUDA device when told "gpu": make that the module's.
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        clf = PyTorchClassifier(model=module, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=num_classes, clip_values=(0.0, 1.0),
+                                device_type="gpu" if device.type == "cuda" else "cpu")
     attack = AutoProjectedGradientDescent(estimator=clf, norm=np.inf, eps=eps, eps_step=2 * eps / 10, max_iter=100,
                                           targeted=False, nb_random_init=1, batch_size=batch_size,
                                           loss_type="cross_entropy", verbose=False)
-    x_adv = torch.from_numpy(attack.generate(x=x.numpy(), y=y.numpy()))
+    x_adv = torch.from_numpy(attack.generate(x=x.cpu().numpy(), y=y.cpu().numpy()))
     with torch.no_grad():
-        return module(x_adv).argmax(1) == y
+        return (module(x_adv.to(device)).argmax(1) == y.to(device)).cpu()
 
 
 def make_attack(name: str, eps: float, num_classes: int, pgd_steps: int = 20, batch_size: int = 256,
@@ -216,15 +227,18 @@ def make_attack(name: str, eps: float, num_classes: int, pgd_steps: int = 20, ba
 
 
 def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | None = None, limit: int | None = None,
-                   data_dir: str | None = None, batch_size: int = 256, attack: str = "pgd",
+                   data_dir: str | None = None, batch_size: int | None = None, attack: str = "pgd",
                    progress: bool = True, val_split: bool = False,
-                   widths: list[float] | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on its dataset's test split, or the reference's validation split (`oatdeploy eval`)."""
+                   widths: list[float] | None = None, device: str = "auto") -> dict[str, Any]:
+    """Evaluate a checkpoint on its dataset's test split, or the reference's validation split (`oatdeploy eval`),
+    on `device` (devices.resolve_device), in batches of `batch_size` (default: devices.eval_batch_size)."""
     from oatdeploy import data as datasets
     from oatdeploy.checkpoint import load_supernet
     from oatdeploy.runtime.atomic import sha256_file
 
-    sn = load_supernet(checkpoint)
+    dev = resolve_device(device)
+    batch_size = batch_size or eval_batch_size(dev)
+    sn = load_supernet(checkpoint).to(dev)
     cfg = sn.config
     split = "val" if val_split else "test"
     folder = datasets.data_dir_for(data_dir, cfg)
@@ -233,4 +247,5 @@ def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | Non
                          progress)
     extra = {"dataset": cfg["dataset"], "split": split, "split_note": datasets.split_note(cfg["dataset"], split, False),
              "checkpoint_sha256": sha256_file(checkpoint)}
-    return evaluate_supernet(sn, data.x, data.y, robust, batch_size, progress, extra, widths)
+    with ieee_fp32(dev):
+        return evaluate_supernet(sn, data.x, data.y, robust, batch_size, progress, extra, widths)

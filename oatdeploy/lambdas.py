@@ -89,18 +89,54 @@ def sample_indices(batch_size: int, lambdas: Sequence[float], generator: torch.G
     return torch.cat([head, torch.tensor(nonzero, dtype=torch.long)[pick]]), n_clean
 
 
-def sample_terms(lam_idx: torch.Tensor, n_clean: int, lambdas: Sequence[float],
-                 generator: torch.Generator) -> tuple[torch.Tensor, int]:
-    """The `sampled` objective's draw: each λ > 0 sample keeps one loss term, the adversarial one with
-    probability λ, so its expected loss is the paper's (1 − λ)·CE(x) + λ·CE(x_adv).
+def adversarial_share(lambdas: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """q = E[λ] over the non-zero choices as they are drawn (uniformly, or in proportion to `weights`): the
+    chance that a λ > 0 sample of the `sampled` objective keeps its adversarial term."""
+    nonzero = [v for v in lambdas if v != 0.0]
+    w = [1.0] * len(nonzero) if weights is None else [float(v) for v in weights]
+    return sum(wi * v for wi, v in zip(w, nonzero, strict=True)) / sum(w) if nonzero else 0.0
 
-    Returns the indices reordered as [λ = 0 | λ > 0 clean-term | adversarial-term] (λs are assigned to
-    batch positions independently of the images, so reordering them is another assignment) and how many
-    samples precede the adversarial ones.
+
+def adversarial_count(m: int, q: float, generator: torch.Generator) -> int:
+    """⌊q·m⌋ or ⌈q·m⌉, the larger with probability frac(q·m), so that its mean is q·m exactly."""
+    qm = round(q * m, 9)  # 0.4·5 is 2.0000000000000004 in floats: 2, not sometimes 3
+    low = math.floor(qm)
+    return low + int(bool(torch.rand((), generator=generator) < qm - low)) if qm > low else low
+
+
+def sample_terms(batch_size: int, lambdas: Sequence[float], generator: torch.Generator,
+                 clean_share: float | None = None,
+                 weights: Sequence[float] | None = None) -> tuple[torch.Tensor, int, int]:
+    """The `sampled` objective's draw, in static shapes: λ indices ordered [λ = 0 | λ > 0 keeping CE(x) |
+    λ > 0 keeping CE(x_adv)], and the two split points (n_clean, n_first).
+
+    The paper's loss for a λ > 0 sample is (1 − λ)·CE(x) + λ·CE(x_adv); `sampled` keeps one term per sample,
+    the adversarial one with probability λ. Drawing λ per sample and then its term independently makes the
+    number k of adversarial terms among the m λ > 0 samples Binomial(m, q) (q = `adversarial_share`), so the
+    attacked slice would change size every step. The same pairs (λ, term) come from drawing k first, then the
+    λs of the k adversarial terms from P(λ | adv) ∝ w_λ·λ and those of the m − k clean terms from
+    P(λ | clean) ∝ w_λ·(1 − λ). Given k, the expected loss is (m − k)·E_clean + k·E_adv: linear in k, so any
+    k with mean q·m gives the paper's expected loss (and gradient), not only the binomial one. Here k is
+    ⌊q·m⌋ or ⌈q·m⌉ (the larger with probability frac(q·m)): two static sizes, and less variance than the
+    binomial. One fixed size would need the terms reweighted, which scales the loss differently every step.
     """
-    rest = lam_idx[n_clean:]
-    adv = torch.rand(len(rest), generator=generator) < torch.tensor(lambdas)[rest]
-    return torch.cat([lam_idx[:n_clean], rest[~adv], rest[adv]]), n_clean + int((~adv).sum())
+    n_clean = clean_count(batch_size, lambdas, clean_share)
+    head = torch.full((n_clean,), lambdas.index(0.0) if n_clean else 0, dtype=torch.long)
+    nonzero = [i for i, v in enumerate(lambdas) if v != 0.0]
+    m = batch_size - n_clean
+    if not nonzero or m == 0:
+        return head, n_clean, batch_size
+    w = torch.ones(len(nonzero), dtype=torch.float64) if weights is None else torch.tensor(weights, dtype=torch.float64)
+    lam = torch.tensor([lambdas[i] for i in nonzero], dtype=torch.float64)
+    k = adversarial_count(m, adversarial_share(lambdas, weights), generator)
+    ids = torch.tensor(nonzero, dtype=torch.long)
+
+    def draw(p: torch.Tensor, n: int) -> torch.Tensor:
+        if n == 0:
+            return torch.zeros(0, dtype=torch.long)
+        return ids[torch.multinomial(p.float(), n, replacement=True, generator=generator)]
+
+    return torch.cat([head, draw(w * (1 - lam), m - k), draw(w * lam, k)]), n_clean, batch_size - k
 
 
 def check_weights(weights: Sequence[float] | None, lambdas: Sequence[float]) -> list[float] | None:

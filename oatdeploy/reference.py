@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from oatdeploy.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from oatdeploy.checkpoint import model_from_config, save_checkpoint
 from oatdeploy.config import ENCODINGS
 from oatdeploy.data import DEFAULT_EPS, VAL_HOLDOUT
@@ -77,6 +78,10 @@ def read_reference_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         raise OatError(f"{path} is not a plain tensor checkpoint (torch.load(weights_only=True) refused it: "
                        f"{type(e).__name__}: {reason}); pass the latest.pth or best_*.pth the reference's OAT.py "
                        "saved") from None
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        raise OatError(f"{path} is already an oatdeploy checkpoint (written by `oatdeploy train` or "
+                       f"`import-reference`), nothing to import; use it as it is: `oatdeploy eval {path}`, "
+                       f"`oatdeploy export {path} --out DEPLOY`")
     state = obj.get("model") if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
     if not isinstance(state, dict) or not state or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

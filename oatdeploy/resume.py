@@ -6,6 +6,10 @@ samples whatever the number of ranks (DistributedSampler deals sample i of the s
 i mod W, and each rank takes batch/W of its share), so data order, schedule, model and optimizer
 continue exactly; only the per-rank random streams cannot map onto a new number of ranks, and are
 seeded afresh from (seed, rank, step). The run is then a valid continuation, not a bit-exact one.
+
+A resume may also train longer: a larger --max-steps continues the same schedule, a larger --epochs
+stretches the cosine schedule to the new length (the learning rate continues at the new schedule's value
+for the step reached). train.log says where the resume began.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from oatdeploy.runtime.errors import OatError
 
 
 @dataclass
@@ -59,3 +65,28 @@ def restore_streams(trainer_state: Mapping[str, Any], seed: int, rank: int, worl
             f"{len(per_rank) if per_rank is not None else 'an unknown number of'} rank(s): data order, schedule, model "
             "and optimizer continue exactly, the per-rank λ/PGD/augmentation streams are seeded afresh")
     return RankStreams.seeded(seed, rank, step), note
+
+
+def continuation(step: int, stop_at: int, total: int, saved_total: int, max_steps: int | None) -> str:
+    """Where a resumed run begins and how far it goes, as train.log records it; a run told to stop before the
+    steps it has already done is refused (a checkpoint cannot be trained backwards)."""
+    if stop_at < step:
+        asked = f"--max-steps {max_steps}" if max_steps is not None and max_steps < total else \
+            f"--epochs for {total} steps"
+        raise OatError(f"--resume: the run has already done {step} steps, more than {asked}; pass a larger "
+                       f"--max-steps or --epochs to train it longer, or leave them out to finish it")
+    line = f"resumed at step {step}; runs to step {stop_at}"
+    if total != saved_total:
+        line += (f"; --epochs changes the cosine schedule from {saved_total} to {total} steps, so the learning "
+                 f"rate continues at its value for step {step} of {total}")
+    if stop_at == step:
+        line += (f": nothing left to train, --max-steps {max_steps} stops it here (pass a larger one to train longer)"
+                 if max_steps is not None and max_steps < total else
+                 ": nothing left to train, the run has done its --epochs (pass a larger --epochs to train longer)")
+    return line
+
+
+def rescheduled(optimizer: torch.optim.Optimizer, total: int, step: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The cosine schedule over `total` steps, at `step`: each group's learning rate as that schedule has it there
+    (torch's closed form when a scheduler starts at a later step), for a run whose --epochs changed on resume."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1), last_epoch=step - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from torch import nn
 
 from oatdeploy.models import FoldCtx, OATModel
 from oatdeploy.models.plain import PlainNet
+from oatdeploy.runtime.backends.base import UNSCALED
+from oatdeploy.runtime.errors import OatWarning
 from oatdeploy.runtime.manifest import choice_index
 
 
@@ -27,6 +30,16 @@ class Supernet:
         self.num_classes: int = int(config["num_classes"])
         self.arch: str = config["arch"]
         self.dual_bn: bool = bool(config.get("dual_bn", True))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str) -> Supernet:
+        """Move all of its state (the weights and the λ encoding table) to `device`; returns itself."""
+        self.model.to(device)
+        self.encoding = self.encoding.to(device)
+        return self
 
     def uses_clean_bn(self, lam: float) -> bool:
         """λ = 0 runs through the clean BN, every other λ through the adversarial one (unless dual BN is off)."""
@@ -71,10 +84,12 @@ class Supernet:
         if not x.is_floating_point():
             raise ValueError(f"x has dtype {x.dtype}; pass float images in [0, 1] shaped {expected} "
                              "(uint8 pixels: x.float() / 255)")
+        if x.numel() and float(x.max()) > 1.01:
+            warnings.warn(UNSCALED, OatWarning, stacklevel=3)
         if tuple(x.shape[1:]) != self.input_shape or x.dim() != 4:
             hint = "; add a batch axis (x[None])" if tuple(x.shape) == self.input_shape else ""
             raise ValueError(f"x has shape {list(x.shape)}; this supernet takes [N, C, H, W] = {expected}{hint}")
-        return x.to(device=next(self.model.parameters()).device, dtype=torch.float32)
+        return x.to(device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
     def subnet(self, lam: float, width: float) -> nn.Module:

@@ -4,7 +4,7 @@ One step, for a batch with its λs sorted so the λ = 0 samples come first:
   for each width (OATS; one width is plain OAT):
     x_adv = PGD(model at λ, eval mode, no param grads) on the λ > 0 samples only
     loss  = mean((1 − λ)·CE(model(x)) + λ·CE(model(x_adv)))    (dual BN routes by λ)
-            (--objective sampled: each λ > 0 sample keeps one term, x_adv with probability λ)
+            (--loss sampled: each λ > 0 sample keeps one term, x_adv with probability λ)
     loss.backward()                                             (gradients add up over widths)
   SGD step, cosine LR step.
 
@@ -27,8 +27,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Collection
-from dataclasses import asdict
+import warnings
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from oatdeploy import data as datasets
+from oatdeploy import devices
 from oatdeploy.attacks import PGDConfig, frozen_eval, pgd_attack
+from oatdeploy.capture import GraphedStep
 from oatdeploy.checkpoint import model_from_config, read_checkpoint, save_checkpoint
 from oatdeploy.config import (
     FILM_KINDS,
@@ -48,6 +51,7 @@ from oatdeploy.config import (
     changed_from_default,
     resumed_config,
 )
+from oatdeploy.devices import to_device
 from oatdeploy.distributed import (
     DistInfo,
     any_rank,
@@ -65,36 +69,42 @@ from oatdeploy.lambdas import (
     check_lambdas,
     check_weights,
     check_widths,
+    clean_count,
     sample_indices,
     sample_terms,
 )
 from oatdeploy.models import OATModel
 from oatdeploy.nn import SwitchableFiLM, SwitchableLambdaLinear
 from oatdeploy.preemption import StopRequests, TrainingInterrupted
-from oatdeploy.resume import RankStreams, restore_streams
+from oatdeploy.resume import RankStreams, continuation, rescheduled, restore_streams
 from oatdeploy.runtime.atomic import atomic_write_json
-from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.errors import OatError, OatWarning, OptionError
 
 log = logging.getLogger("oatdeploy.train")
+StepHook = Callable[[int, int], None]  # (steps done, the step the run stops at)
 
 def resolve_device(cfg: TrainConfig, info: DistInfo) -> torch.device:
-    """`--device` made concrete: auto picks CUDA when present; a process takes the GPU of its local rank."""
-    if device_type(cfg.device) != "cuda":
-        return torch.device(device_type(cfg.device))
-    index = None if cfg.device == "auto" else torch.device(cfg.device).index
-    device = torch.device("cuda", info.local_rank if index is None else index)
-    torch.cuda.set_device(device)
+    """`--device` made concrete (devices.resolve_device); under torchrun, `cuda` means this rank's GPU."""
+    device = devices.resolve_device(cfg.device)
+    if device.type == "cuda":
+        index = info.local_rank if cfg.device in ("auto", "cuda") else device.index
+        device = devices.resolve_device(f"cuda:{index}")
+        torch.cuda.set_device(device)
     return device
 
 
-def device_type(name: str) -> str:
-    """'cpu' or 'cuda' for --device auto/cpu/cuda/cuda:N."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.device(name).type
-    except RuntimeError:
-        raise OatError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+def use_cuda_graphs(cfg: TrainConfig, device: torch.device, ddp: bool) -> bool:
+    """Whether this step is captured: `cuda_graphs` on a CUDA device, one process, no torch.compile."""
+    if not cfg.cuda_graphs:
+        return False
+    if device.type != "cuda":
+        warnings.warn("--cuda-graphs captures CUDA work; on this CPU the step runs as it is, without capture",
+                      stacklevel=3)
+        return False
+    if ddp or cfg.compile:
+        raise OatError("--cuda-graphs captures the step of one process without torch.compile; drop --compile, "
+                       "or drop --cuda-graphs under torchrun")
+    return True
 
 
 def prepare_model(model: OATModel, cfg: TrainConfig, device: torch.device) -> None:
@@ -129,6 +139,17 @@ def step_widths(count: int, rule: str, generator: torch.Generator) -> list[int]:
         return list(range(count))
     middle = 1 + int(torch.randint(count - 2, (1,), generator=generator))
     return [count - 1, 0, middle]
+
+
+def may_leave_unused(cfg: TrainConfig, batch_size: int) -> bool:
+    """Whether a step's synchronised forward (the last width's) can leave a parameter without a gradient, so that
+    DDP must look for it: another width's own BN and FiLM, a BN no sample of the batch goes to, a term the sampled
+    objective dropped. One width with the weighted loss uses every parameter whenever a rank's batch holds both
+    λ = 0 samples and others (dual BN), or always (one BN)."""
+    if len(cfg.widths) > 1 or cfg.objective != "weighted":
+        return True
+    n_clean = clean_count(batch_size, cfg.lambdas, cfg.clean_share)
+    return cfg.dual_bn and not 0 < n_clean < batch_size
 
 
 class OATObjective(nn.Module):
@@ -172,8 +193,32 @@ class OATObjective(nn.Module):
         return loss / x.shape[0], logits, logits_adv
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """What a step draws on the host before any device work: each sample's λ, the split of the batch, the
+    widths and the PGD random starts. Every size in it follows from the configuration (and, for `sampled`,
+    one of two adversarial counts), so the device work has static shapes and the same `key` replays the
+    same captured graph (capture.py)."""
+
+    lam_idx: torch.Tensor  # [N] on the host, ordered [λ = 0 | λ > 0 (CE(x) only, for sampled) | attacked]
+    n_clean: int  # λ = 0 samples: the clean BN's share
+    adv_from: int  # the samples from here on are attacked
+    n_first: int | None  # sampled: samples before this keep CE(x) alone; None: the weighted objective
+    widths: tuple[int, ...]
+    noise: torch.Tensor | None  # [len(widths), N − adv_from, C, H, W] uniform [0, 1) PGD starts, or None
+
+    @property
+    def key(self) -> tuple[tuple[int, ...], int]:
+        return self.widths, self.adv_from
+
+
 class OATStep:
-    """The training step of the module docstring, with its RNGs, shared by `train` and `bench`."""
+    """The training step of the module docstring, with its RNGs, shared by `train` and `bench`.
+
+    Host side (`plan`): every random draw, on CPU generators, so that a step is the same on any device and
+    resumes exactly. Device side (`body`): static shapes and no host synchronisation (no `.item()`, no
+    tensor-valued branch), so CUDA can run ahead of Python and `cfg.cuda_graphs` can capture it (capture.py).
+    """
 
     def __init__(self, model: OATModel, cfg: TrainConfig, encoding: torch.Tensor, device: torch.device,
                  seed: int, rank: int = 0, ddp: bool = False) -> None:
@@ -188,48 +233,79 @@ class OATStep:
         # The attack and the training forward share one compiled module (dynamo keeps a graph per mode and width).
         self.net = compile_model(model) if cfg.compile else model
         self.objective = OATObjective(self.net, cfg.dual_bn)
-        self.ddp = wrap_ddp(self.objective, device) if ddp else None
+        self.ddp = wrap_ddp(self.objective, device, may_leave_unused(cfg, cfg.batch_size // cfg.world_size)) \
+            if ddp else None
+        self.graphs = GraphedStep(self) if use_cuda_graphs(cfg, device, ddp) else None
 
     def widths_for_step(self) -> list[int]:
         return step_widths(len(self.cfg.widths), self.cfg.width_rule, self.width_gen)
 
-    def attack(self, x: torch.Tensor, y: torch.Tensor, enc: torch.Tensor, width_idx: int) -> torch.Tensor:
+    def plan(self, shape: tuple[int, ...]) -> StepPlan:
+        """This step's draws for a batch of `shape`, in the order today's runs have always drawn them."""
+        n = shape[0]
+        if self.cfg.objective == "sampled":
+            lam_idx, n_clean, n_first = sample_terms(n, self.cfg.lambdas, self.streams.lam, self.cfg.clean_share,
+                                                     self.cfg.lambda_weights)
+            adv_from: int = n_first
+        else:
+            lam_idx, n_clean = sample_indices(n, self.cfg.lambdas, self.streams.lam, self.cfg.clean_share,
+                                              self.cfg.lambda_weights)
+            n_first, adv_from = None, n_clean
+        widths = tuple(self.widths_for_step())
+        noise = None
+        if adv_from < n and self.pgd.random_start and self.pgd.steps > 0 and self.pgd.eps > 0:
+            noise = torch.stack([torch.rand((n - adv_from, *shape[1:]), generator=self.streams.attack)
+                                 for _ in widths])
+        return StepPlan(lam_idx, n_clean, adv_from, n_first, widths, noise)
+
+    def attack(self, x: torch.Tensor, y: torch.Tensor, enc: torch.Tensor, width_idx: int,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
         """PGD through the bare model (never DDP's hooks), eval mode, no parameter gradients."""
         bn_split = 0 if self.cfg.dual_bn else x.shape[0]
-        with frozen_eval(self.model), torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
+        with frozen_eval(self.model), self.autocast_ctx():
             return pgd_attack(lambda z: self.net(z, enc, bn_split, width_idx), x, y, self.pgd,
-                              generator=self.streams.attack)
+                              generator=self.streams.attack, noise=noise)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Forward/backward over the step's widths; leaves gradients in the model (no optimizer step)."""
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def autocast_ctx(self) -> torch.autocast:
+        # A captured graph must not reuse autocast's cast-weight cache across replays (torch.cuda.graph's rule).
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast,
+                              cache_enabled=not self.cfg.cuda_graphs)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Forward/backward over the step's widths; leaves gradients in the model (no optimizer step).
+        Returns the loss (summed over widths) and the last width's SA/RA as device tensors: reading them
+        (float()) waits for the device, so the caller does it only when it logs."""
+        plan = self.plan(tuple(x.shape))
+        if self.graphs is not None:
+            return self.graphs.run(x, y, plan)
+        return self.body(to_device(x, self.device), to_device(y, self.device), to_device(plan.lam_idx, self.device),
+                         None if plan.noise is None else to_device(plan.noise, self.device), plan)
+
+    def body(self, x: torch.Tensor, y: torch.Tensor, lam_idx: torch.Tensor, noise: torch.Tensor | None,
+             plan: StepPlan) -> dict[str, torch.Tensor]:
+        """The device work of a step on device tensors; every shape comes from `plan`'s integers."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        lam_idx, n_clean = sample_indices(x.shape[0], self.cfg.lambdas, self.streams.lam, self.cfg.clean_share,
-                                          self.cfg.lambda_weights)
-        n_first = None
-        if self.cfg.objective == "sampled":
-            lam_idx, n_first = sample_terms(lam_idx, n_clean, self.cfg.lambdas, self.streams.lam)
-        adv_from = n_clean if n_first is None else n_first  # the samples from here on are attacked
-        lam_idx = lam_idx.to(self.device)
         lam, enc = self.lam_values[lam_idx], self.enc_table[lam_idx]
-        widths = self.widths_for_step()
-        total, stats = 0.0, {}
-        for i, w in enumerate(widths):
-            x_adv = self.attack(x[adv_from:], y[adv_from:], enc[adv_from:], w) if adv_from < x.shape[0] else None
+        adv_from, n = plan.adv_from, x.shape[0]
+        total, stats = torch.zeros((), device=x.device), {}
+        for i, w in enumerate(plan.widths):
+            x_adv = None
+            if adv_from < n:
+                x_adv = self.attack(x[adv_from:], y[adv_from:], enc[adv_from:], w, None if noise is None else noise[i])
             forward = self.ddp or self.objective
             # DDP all-reduces once, after the last width's backward; earlier widths accumulate locally.
-            sync = contextlib.nullcontext() if self.ddp is None or i == len(widths) - 1 else self.ddp.no_sync()
+            sync = contextlib.nullcontext() if self.ddp is None or i == len(plan.widths) - 1 else self.ddp.no_sync()
             with sync:
-                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                    loss, logits, logits_adv = forward(x, x_adv, y, enc, lam, n_clean, w, n_first)
+                with self.autocast_ctx():
+                    loss, logits, logits_adv = forward(x, x_adv, y, enc, lam, plan.n_clean, w, plan.n_first)
                 loss.backward()
-            total += loss.item()
+            total = total + loss.detach()
             stats = {}  # with the sampled objective SA is over the samples that kept their clean term
             if logits is not None:
-                stats["sa"] = float((logits.argmax(1) == y[: logits.shape[0]]).float().mean())
+                stats["sa"] = (logits.detach().argmax(1) == y[: logits.shape[0]]).float().mean()
             if logits_adv is not None:
-                stats["ra"] = float((logits_adv.argmax(1) == y[adv_from:]).float().mean())
+                stats["ra"] = (logits_adv.detach().argmax(1) == y[adv_from:]).float().mean()
         return {"loss": total, **stats}
 
 
@@ -261,7 +337,7 @@ def resolve_config(cfg: TrainConfig, train: datasets.ArrayDataset, world_size: i
     if cfg.film_lr_scale <= 0 or (cfg.film_weight_decay is not None and cfg.film_weight_decay < 0):
         raise OatError("--film-lr-scale must be positive and --film-weight-decay non-negative")
     if cfg.objective not in OBJECTIVES:
-        raise OatError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+        raise OatError(f"--loss must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     if cfg.width_rule not in WIDTH_RULES:
         raise OatError(f"--width-rule must be one of {', '.join(WIDTH_RULES)}, got {cfg.width_rule!r}")
     if cfg.batch_size < 2:
@@ -326,16 +402,22 @@ class Run:
         self.opt, self.sched = make_optimizer(self.model, cfg, total_steps)
         self.step_fn = OATStep(self.model, cfg, self.encoding, self.device, seed=cfg.seed, rank=info.rank,
                                ddp=info.distributed)
-        self.step = 0
+        self.step = self.resumed_at = 0
+        self.resume_note, self.streams_note = "", None
         if payload:
             state = payload["trainer"]
             self.opt.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
+            saved_total = int(state["scheduler"].get("T_max", total_steps))
+            self.resumed_at, self.resume_note = self.step, continuation(self.step, self.stop_at, total_steps,
+                                                                        saved_total, cfg.max_steps)
+            if saved_total == total_steps:
+                self.sched.load_state_dict(state["scheduler"])
+            else:
+                self.sched = rescheduled(self.opt, total_steps, self.step)
             self.step_fn.width_gen.set_state(state["width_gen"])
-            self.step_fn.streams, note = restore_streams(state, cfg.seed, info.rank, info.world_size, self.step)
-            if note and info.is_main:
-                log.warning("%s", note)
+            self.step_fn.streams, self.streams_note = restore_streams(state, cfg.seed, info.rank, info.world_size,
+                                                                      self.step)
 
     def trainer_state(self) -> dict[str, Any] | None:
         """Optimizer, schedule, step and every rank's random streams (on rank 0; None on the others)."""
@@ -353,7 +435,7 @@ class Run:
         if state is not None:
             save_checkpoint(self.ckpt_path, self.model, asdict(self.cfg), self.encoding, state)
 
-    def train_step(self, order: torch.Tensor, b: int) -> dict[str, float]:
+    def train_step(self, order: torch.Tensor, b: int) -> dict[str, torch.Tensor]:
         idx = order[b * self.per_rank_batch : (b + 1) * self.per_rank_batch]
         x, y = self.train_set.x[idx], self.train_set.y[idx]
         if self.cfg.augment:
@@ -374,7 +456,7 @@ class Run:
         heartbeat(self.info, self.step)
         return any_rank(stop.signum, self.device)
 
-    def run(self, stop: StopRequests, progress: bool) -> Path:
+    def run(self, stop: StopRequests, progress: bool, on_step: StepHook | None = None) -> Path:
         cfg, info = self.cfg, self.info
         self.model.train()
         t0 = time.perf_counter()
@@ -388,11 +470,15 @@ class Run:
                 for b in range(in_epoch, self.steps_per_epoch):
                     stats = self.train_step(order, b)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{stats['loss']:.3f}", sa=f"{stats.get('sa', math.nan):.2f}",
-                                    ra=f"{stats.get('ra', 0):.2f}")
+                    if on_step is not None:
+                        on_step(self.step, self.stop_at)
+                    # Reading the step's figures waits for the device: only every 20 steps, not every step.
                     if info.is_main and (self.step % 20 == 0 or self.step == self.stop_at):
+                        got = {k: float(v) for k, v in stats.items()}
+                        bar.set_postfix(loss=f"{got['loss']:.3f}", sa=f"{got.get('sa', math.nan):.2f}",
+                                        ra=f"{got.get('ra', 0):.2f}")
                         log.info("epoch %d step %d/%d loss %.4f sa %.3f ra %.3f lr %.4g", epoch, self.step,
-                                 self.stop_at, stats["loss"], stats.get("sa", math.nan), stats.get("ra", math.nan),
+                                 self.stop_at, got["loss"], got.get("sa", math.nan), got.get("ra", math.nan),
                                  self.sched.get_last_lr()[0])
                     if self.step >= self.stop_at:
                         break
@@ -409,18 +495,21 @@ class Run:
                     self.save()
         self.save()
         if info.is_main:
-            log.info("done: %d steps in %.1f s", self.step, time.perf_counter() - t0)
+            since = f" (resumed at step {self.resumed_at})" if self.resume_note else ""
+            log.info("done: %d steps%s; %d run in %.1f s", self.step, since, self.step - self.resumed_at,
+                     time.perf_counter() - t0)
         return self.ckpt_path
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          given: Collection[str] | None = None) -> Path:
+          given: Collection[str] | None = None, on_step: StepHook | None = None) -> Path:
     """Train a supernet; returns the checkpoint path (RUN/supernet.pt).
 
     `resume` continues RUN/supernet.pt; `given` names the fields the caller set on purpose (the CLI
     passes the options on its command line; by default, fields that differ from TrainConfig's defaults),
     and any of them that contradicts the checkpoint is refused. SIGTERM/SIGINT end the current step,
     write the checkpoint and raise TrainingInterrupted; a rank that stops answering raises RankLost.
+    `on_step(step, last_step)` is called after every step (the demo estimates its time left from it).
     """
     out = Path(cfg.out)
     payload = None
@@ -441,20 +530,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                                       val_split=cfg.val_split)
     if cfg.dist_timeout <= 0:
         raise OatError(f"--dist-timeout is in seconds and must be positive, got {cfg.dist_timeout}")
-    info = init_distributed(cfg.dist_timeout, device_type(cfg.device))
+    info = init_distributed(cfg.dist_timeout, devices.resolve_device(cfg.device).type)
     run: Run | None = None
     handler: logging.Handler | None = None
     clean_exit = False
     try:
-        cfg = resolve_config(cfg, train_set, info.world_size)
-        out.mkdir(parents=True, exist_ok=True)
-        handler = setup_logging(out, info.is_main)
         with StopRequests(announce=info.is_main) as stop:
-            run = Run(cfg, info, train_set, payload)
+            try:  # a bad option stops here, on every rank alike, before the run folder is touched
+                cfg = resolve_config(cfg, train_set, info.world_size)
+                run = Run(cfg, info, train_set, payload)
+            except OatError as e:
+                raise OptionError(str(e)) from None
+            out.mkdir(parents=True, exist_ok=True)
+            handler = setup_logging(out, info.is_main)
             if info.is_main:
                 atomic_write_json(out / "config.json", asdict(cfg))
                 log.info("config %s", json.dumps(asdict(cfg)))
-            path = run.run(stop, progress)
+                if run.resume_note:
+                    log.info("%s", run.resume_note)
+                if run.streams_note:
+                    log.warning("%s", run.streams_note)
+                if run.resume_note and run.step >= run.stop_at:
+                    warnings.warn(run.resume_note, OatWarning, stacklevel=2)
+            path = run.run(stop, progress, on_step)
         clean_exit = True
         return path
     except TrainingInterrupted:

@@ -9,6 +9,7 @@ reloads an evicted variant. Python 3.8+, no torch.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +26,17 @@ from oatdeploy.runtime.backends.base import check_batch_size
 from oatdeploy.runtime.device import device_name, latency_key, without_power_mode
 from oatdeploy.runtime.errors import ArtifactError, OatError, OatWarning
 from oatdeploy.runtime.folder import check_file, read_manifest, read_verified, update_variants
-from oatdeploy.runtime.manifest import PRECISIONS, Engine, FileRef, Latency, Manifest, VariantEntry
-from oatdeploy.runtime.selection import Budget, Choice, Variant, choose, pareto_front
+from oatdeploy.runtime.manifest import (
+    OUTCOME_KINDS,
+    PRECISIONS,
+    Engine,
+    FileRef,
+    Latency,
+    Manifest,
+    VariantEntry,
+    outcome_array,
+)
+from oatdeploy.runtime.selection import Budget, Choice, PerImage, Variant, choose, pareto_front
 
 if TYPE_CHECKING:
     from oatdeploy.runtime.backends.base import Runner
@@ -53,6 +63,7 @@ class Deployment:
         self.power_state = power_state if power_state is not None else power.power_state()
         self._here: dict[str, str] | None = None
         self._chosen: dict[tuple, Engine] = {}
+        self._outcomes: dict[str, dict[str, PerImage]] = {}
 
     @classmethod
     def load(cls, folder: PathLike, backend: str = "ort", precision: str = "fp32", batch: int = 1,
@@ -129,6 +140,23 @@ class Deployment:
         return found, power.differences(found.power, self.power_state) or [
             f"profiled as {others[0].split('|')[0]!r}, this device is {key.split('|')[0]!r}"]
 
+    def per_image(self, precision: str) -> dict[str, PerImage]:
+        """Each variant's per-image outcomes for the SA/RA measured in `precision` (read once, sha256-checked);
+        empty when the deployment records none (exported before they were kept)."""
+        if precision not in self._outcomes:
+            ref = self.manifest.outcomes.get(precision)
+            found: dict[str, PerImage] = {}
+            if ref is not None:
+                data = read_verified(self.folder, ref.path, ref.sha256)
+                with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                    for e in self.manifest.variants:
+                        names = [outcome_array(e.id, kind) for kind in OUTCOME_KINDS]
+                        if all(n in npz.files for n in names):
+                            clean, robust = (int.from_bytes(npz[n].astype(np.uint8).tobytes(), "big") for n in names)
+                            found[e.id] = PerImage(f"{precision}:{ref.sha256}", ref.samples, clean, robust)
+            self._outcomes[precision] = found
+        return self._outcomes[precision]
+
     def variants_for(self, backend: str | None = None, precision: str | None = None,
                      batch: int | None = None, check_sha256: bool = False) -> list[Variant]:
         """Variants with the accuracy of what this precision runs and the latency profiled on this device.
@@ -149,7 +177,8 @@ class Deployment:
                                path=served.path, lam_index=e.lam_index, sha256=served.sha256,
                                clean_ci95=metrics.interval("clean"), robust_ci95=metrics.interval("robust"),
                                latency_spread_ms=latency.spread if latency else None,
-                               precision=precision, accuracy_precision=measured_in))
+                               precision=precision, accuracy_precision=measured_in,
+                               outcomes=self.per_image(measured_in).get(e.id)))
         if reasons:
             message = (f"the latency profile was taken under other conditions ({'; '.join(sorted(reasons))}); "
                        f"re-run `{self.profile_command(backend, precision, batch)}` in this mode")
@@ -164,7 +193,7 @@ class Deployment:
         precision, batch = precision or self.precision, batch or self.batch
         return (f"oatdeploy profile {self.folder} --backend {backend or self.backend}"
                 + (f" --precision {precision}" if precision != "fp32" else "")
-                + (f" --batch {batch}" if batch != 1 else ""))
+                + (f" --batch-size {batch}" if batch != 1 else ""))
 
     def has_profile(self, backend: str | None = None, precision: str | None = None,
                     batch: int | None = None) -> bool:

@@ -98,8 +98,10 @@ def choose_engine(folder: PathLike, variant: VariantEntry, precision: str, batch
 def build_fix(folder: PathLike, variant: VariantEntry, precision: str, here: dict[str, str],
               batch: int | None = None) -> str:
     """The exact commands that give `variant` a usable engine here: quantize first where this TensorRT builds
-    from the quantized graph and there is none yet; `--batch 1,1,N` when it must take batch N."""
-    build = f"oatdeploy build-engines {folder} --precision {precision}" + (f" --batch 1,1,{batch}" if batch else "")
+    from the quantized graph and there is none yet; `--max-shape NxCxHxW` when it must take batch N."""
+    sample = "x".join(str(d) for d in read_manifest(folder).model.input_shape) if batch else ""
+    build = f"oatdeploy build-engines {folder} --precision {precision}" + (
+        f" --max-shape {batch}x{sample}" if batch else "")
     if (build_method(precision, here["trt_version"]) in ("int8-qdq", "fp16-onnx")
             and precision not in variant.quantized):
         return f"run `oatdeploy quantize {folder} --precision {precision}`, then `{build}` on this device"
@@ -109,10 +111,11 @@ def build_fix(folder: PathLike, variant: VariantEntry, precision: str, here: dic
 def check_profile(batch_profile: Sequence[int]) -> tuple[int, int, int]:
     """(min, opt, max) batch sizes with 1 ≤ min ≤ opt ≤ max."""
     if len(batch_profile) != 3:
-        raise OatError(f"--batch takes min,opt,max (e.g. 1,1,32), got {','.join(map(str, batch_profile))}")
+        raise OatError(f"a batch profile is min,opt,max (e.g. 1,1,32), got {','.join(map(str, batch_profile))}")
     lo, opt, hi = (int(b) for b in batch_profile)
     if not 1 <= lo <= opt <= hi:
-        raise OatError(f"--batch needs 1 <= min <= opt <= max, got {lo},{opt},{hi}")
+        raise OatError(f"the batch sizes of --min-shape, --opt-shape and --max-shape need 1 <= min <= opt <= max, "
+                       f"got {lo}, {opt}, {hi}")
     return lo, opt, hi
 
 

@@ -36,6 +36,7 @@ LOCKNAME = ".manifest.lock"
 MAX_MANIFEST_BYTES = 64 << 20  # a manifest of a thousand variants with engines for ten devices is under 10 MB
 MAX_ARTIFACT_BYTES = 4 << 30  # a file the manifest records no size for (ONNX's protobuf limit is 2 GB)
 _held = threading.local()  # the folders this thread holds the lock of: `locked` is re-entrant per thread
+RUN_CHECKPOINT = "supernet.pt"  # what a training run's folder holds: named when one is passed as a deployment
 
 
 def confined(folder: PathLike, rel: Any) -> Path:
@@ -64,6 +65,9 @@ def read_manifest(folder: PathLike) -> Manifest:
     if not path.exists() and recover(folder):
         return read_manifest(folder)
     if not path.exists():
+        if (folder / RUN_CHECKPOINT).is_file():  # a training run: exporting into it would be refused
+            raise ArtifactError(f"{folder} is a training run, not a deployment; export it into a folder of its own "
+                                f"with `oatdeploy export {folder / RUN_CHECKPOINT} --out DEPLOY`, then pass DEPLOY")
         raise ArtifactError(f"no {FILENAME} in {folder}; export one with `oatdeploy export RUN/supernet.pt "
                             f"--out {folder}`")
     try:

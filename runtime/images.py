@@ -34,12 +34,8 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load_image(source: str | Path | BinaryIO, input_shape: Sequence[int]) -> np.ndarray:
-    """One image (a file, or its bytes in a file object) as float32 [C, H, W] in [0, 1] at the model's input shape."""
-    try:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-    except ImportError:
-        raise OatError("reading images needs Pillow: pip install 'oatdeploy[images]'") from None
+def check_image_input(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(C, H, W) of a model that takes images, or one OatError saying why this model's input is not an image."""
     if len(input_shape) != 3:
         raise OatError(f"the model takes input of shape {list(input_shape)}, not images [C, H, W]; feed it arrays "
                        "through oatdeploy.runtime.Deployment instead of image files")
@@ -47,6 +43,16 @@ def load_image(source: str | Path | BinaryIO, input_shape: Sequence[int]) -> np.
     if height * width > MAX_INPUT_PIXELS:
         raise OatError(f"the model's input is {height} × {width} pixels, more than any image model takes "
                        f"({MAX_INPUT_PIXELS:,}); the manifest's input_shape is damaged: re-export the deployment")
+    return channels, height, width
+
+
+def load_image(source: str | Path | BinaryIO, input_shape: Sequence[int]) -> np.ndarray:
+    """One image (a file, or its bytes in a file object) as float32 [C, H, W] in [0, 1] at the model's input shape."""
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        raise OatError("reading images needs Pillow: pip install 'oatdeploy[images]'") from None
+    channels, height, width = check_image_input(input_shape)
     if channels not in (1, 3):
         raise OatError(f"the model takes {channels}-channel input; images can feed only 1 (grayscale) or 3 (RGB)")
     size: tuple[int, int] = (width, height)

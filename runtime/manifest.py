@@ -282,6 +282,25 @@ class VariantEntry(Record):
         return (measured, precision) if measured else (self.metrics, "fp32")
 
 
+OUTCOME_KINDS = ACCURACIES  # each variant's outcomes file holds one packed array per kind: clean, robust
+
+
+def outcome_array(vid: str, kind: str) -> str:
+    """`lam0.4-w0.5.clean`: the name of a variant's packed outcomes (np.packbits, image 0 first) in the file."""
+    return f"{vid}.{kind}"
+
+
+@dataclass
+class Outcomes(Record):
+    """Per image, whether each variant got it right, clean and under the attack: an .npz of packed bits
+    (`outcome_array`) over the `samples` images every variant's SA/RA was measured on. Paired on the same
+    images, two variants are compared by the images they disagree on (`select`'s McNemar test)."""
+
+    path: str = required(string())
+    sha256: str = required(SHA256)
+    samples: int = required(integer(1))
+
+
 @dataclass
 class Model(Record):
     """What was exported: the architecture, its input and the λs and widths it was trained for."""
@@ -366,6 +385,8 @@ class Manifest(Record):
     calibration: FileRef | None = optional(nullable(FileRef.parse))  # training images for int8 calibration
     verification: dict[str, FileRef] = optional(dict_of(FileRef.parse), factory=dict)  # "clean": test images
     engine_caches: list[EngineCache] = optional(list_of(EngineCache.parse), factory=list)
+    # per precision the SA/RA were measured in (export: fp32), each variant's per-image outcomes
+    outcomes: dict[str, Outcomes] = optional(dict_of(Outcomes.parse, PRECISIONS), factory=dict)
 
     def identity(self) -> tuple[Any, ...]:
         """What tells one export from another: when, from which checkpoint, which graphs."""
@@ -422,6 +443,8 @@ class Manifest(Record):
             yield f"verification.{name}", ref
         for i, c in enumerate(self.engine_caches):
             yield f"engine_caches[{i}]", FileRef(c.path, c.sha256)
+        for precision, o in self.outcomes.items():
+            yield f"outcomes.{precision}", FileRef(o.path, o.sha256)
         for v in self.variants:
             yield f"{v.id}.onnx", FileRef(v.onnx, v.sha256)
             if v.adv_examples:

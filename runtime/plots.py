@@ -1,11 +1,13 @@
 """The picture of a deployment, with its noise: SA vs RA per width (the λ knob), and SA vs latency on a device.
 
 Every accuracy is drawn with its 95 % interval and every latency with the spread between profiling rounds,
-on axes wide enough (at least ten points of accuracy, latency from 0) that noise does not look like signal.
-Each panel marks the Pareto front of its own plane. Every budget is drawn and said in words under the
-panels: its limits, what it chose, or why nothing. Labels are placed where they overlap nothing and stay
-inside their panel. Torch-free like the runtime; matplotlib is imported only here, with the Agg backend, so
-it draws on a headless device too. Python 3.8+.
+on axes wide enough (at least ten points of accuracy, latency from 0) that noise does not look like signal,
+and no wider: a latency budget far beyond every point is named in the legend, not drawn out to. Each panel
+marks the Pareto front of its own plane; the lines joining a width's λs are in the legend, the attack and
+its ε on the RA axis. Every budget is drawn and said in words under the panels: its limits, what it chose,
+or why nothing. Labels are placed where they overlap nothing and stay inside their panel. Torch-free like
+the runtime; matplotlib is imported only here, with the Agg backend, so it draws on a headless device too.
+Python 3.8+.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any, NamedTuple, Sequence
 
 from oatdeploy.runtime.atomic import atomic_save
 from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.manifest import Manifest
 from oatdeploy.runtime.selection import Budget, Choice, Variant, pareto_front
 
 MIN_SPAN = 0.10  # accuracy axes span at least ten points: a 1.6-point window makes noise look dramatic
+FAR = 1.5  # a latency budget beyond this many times the slowest point is named, not drawn out to
 BACKENDS = {"ort": "ONNX Runtime", "trt": "TensorRT"}
 BUDGET_COLOURS = ("#d62728", "#9467bd", "#8c564b", "#e377c2")
 
@@ -56,6 +60,27 @@ def device_title(key: str) -> str:
         return key
     device, backend, precision, batch = parts
     return f"{device}, {BACKENDS.get(backend, backend)} {precision}, batch\u00a0{batch.lstrip('b')}"  # kept on a line
+
+
+def threat_text(manifest: Manifest) -> str:
+    """`PGD-20, L∞ ε = 0.1, 1000 test images`: what the RA on the plot was measured under."""
+    source, threat = manifest.metrics_source, manifest.threat_model
+    attack = (source.attack if source and source.attack else None) or {}
+    name = str(attack.get("name") or threat.attack or "attack n/a")
+    kind = attack.get("version") or attack.get("steps") or (threat.steps if not attack else None)
+    eps = attack.get("eps", threat.eps)
+    norm = {"linf": "L∞", "l2": "L2"}.get(str(attack.get("norm") or threat.norm), "")
+    text = (f"{name.upper() if name == 'pgd' else name}{f'-{kind}' if kind else ''}"
+            + (f", {norm + ' ' if norm else ''}ε = {eps:.4g}" if isinstance(eps, (int, float)) else ""))
+    images = source.num_samples if source and source.origin else None
+    return text + (f", {images} test images" if images else "")
+
+
+def latency_limit(variants: Sequence[Variant], lines: Sequence[float]) -> float:
+    """The latency axis' right end: the slowest point's spread, and a budget line only when it lies within
+    FAR times that (one far beyond would squeeze every point into a corner)."""
+    slowest = max((v.latency_spread_ms or (v.latency_ms, v.latency_ms))[1] for v in variants)
+    return 1.12 * max([slowest, *(line for line in lines if line <= FAR * slowest)])
 
 
 def _errors(values: Sequence[float], intervals: Sequence[tuple[float, float] | None]) -> list[list[float]] | None:
@@ -112,12 +137,17 @@ def _front(ax: Any, variants: Sequence[Variant], x: str, label: str) -> None:
 
 
 def _budgets(ax: Any, outcomes: Sequence[Outcome], x: str) -> None:
-    """Each budget's limits as lines in this plane and its choice as a numbered star."""
+    """Each budget's limits as lines in this plane and its choice as a numbered star; a latency limit beyond
+    the axis is a legend entry and an arrow at the right edge."""
+    right = ax.get_xlim()[1]
     for n, outcome in enumerate(outcomes, 1):
         colour = BUDGET_COLOURS[(n - 1) % len(BUDGET_COLOURS)]
         b = outcome.budget
         xline = b.min_robust_acc if x == "robust" else b.max_latency_ms
-        if xline is not None:
+        if xline is not None and x == "latency" and xline > right:
+            ax.plot([1.0], [0.98 - 0.04 * (n - 1)], ">", color=colour, ms=7, transform=ax.transAxes, clip_on=False,
+                    ls="none", label=f"budget {n}: p50 ≤ {xline:.3g} ms, beyond this axis (every point meets it)")
+        elif xline is not None:
             ax.axvline(xline, color=colour, ls=":", lw=1.3, label=f"budget {n}: "
                        + (f"RA ≥ {xline:.3g}" if x == "robust" else f"p50 ≤ {xline:.3g} ms"))
         if b.min_clean_acc is not None:
@@ -174,37 +204,45 @@ def place_labels(ax: Any, renderer: Any, labels: Sequence[Label]) -> list[Any]:
                 break
         dx, dy, box = best
         placed.append(_note(ax, x, y, text, colour, dx, dy, leader=abs(dx) + abs(dy) > 20))
-        taken.append(box)
+        taken.append(box.padded(5))  # a little air: labels that merely touch read as one
     return placed
 
 
-def _panel(ax: Any, variants: Sequence[Variant], x: str, outcomes: Sequence[Outcome]) -> list[tuple]:
-    """One plane: points per width (faint lines in λ order), its front, the budgets; returns the labels to place."""
+def _panel(ax: Any, variants: Sequence[Variant], x: str, outcomes: Sequence[Outcome], attack: str = "") -> list[tuple]:
+    """One plane: points per width joined in λ order (in the legend), its front, the budgets; returns the labels
+    to place."""
+    from matplotlib.lines import Line2D
+
     labels = []
     starred = {o.choice.variant.id for o in outcomes if o.choice is not None}
-    for i, (width, group) in enumerate(_by_width(variants).items()):
-        colour = f"C{i}"
-        _points(ax, group, x, colour, f"width {width:g}")
-        xs = [v.robust_acc if x == "robust" else v.latency_ms for v in group]
-        ax.plot(xs, [v.clean_acc for v in group], "-", color=colour, lw=0.8, alpha=0.3, zorder=1)
-        labels += [(px, v.clean_acc, f"λ={v.lam:g}", colour, v.robust_ci95 if x == "robust" else v.latency_spread_ms,
-                    v.clean_ci95, 12 if v.id in starred else 5) for px, v in zip(xs, group)]
-    _front(ax, variants, x, "Pareto front of this plane: " + ("SA and RA" if x == "robust" else "SA and p50"))
-    _budgets(ax, outcomes, x)
     budget_sa = [o.budget.min_clean_acc for o in outcomes if o.budget.min_clean_acc is not None]
     ax.set_ylim(*accuracy_limits([v.clean_acc for v in variants], [v.clean_ci95 for v in variants], budget_sa))
     if x == "robust":
         budget_ra = [o.budget.min_robust_acc for o in outcomes if o.budget.min_robust_acc is not None]
         ax.set_xlim(*accuracy_limits([v.robust_acc for v in variants], [v.robust_ci95 for v in variants], budget_ra))
-        ax.set_xlabel("robust accuracy (RA), 95 % interval")
+        ax.set_xlabel(f"robust accuracy (RA) under {attack or 'the attack'}, 95 % interval")
     else:
-        top = max([(v.latency_spread_ms or (v.latency_ms, v.latency_ms))[1] for v in variants]
-                  + [o.budget.max_latency_ms for o in outcomes if o.budget.max_latency_ms is not None])
-        ax.set_xlim(0, top * 1.12)
+        ax.set_xlim(0, latency_limit(variants, [o.budget.max_latency_ms for o in outcomes
+                                                if o.budget.max_latency_ms is not None]))
         ax.set_xlabel("latency p50 (ms), bars: lowest-highest median of the profiling rounds")
+    widths = []
+    for i, (width, group) in enumerate(_by_width(variants).items()):
+        colour = f"C{i}"
+        _points(ax, group, x, colour, "_nolegend_")
+        xs = [v.robust_acc if x == "robust" else v.latency_ms for v in group]
+        ax.plot(xs, [v.clean_acc for v in group], "-", color=colour, lw=0.8, alpha=0.4, zorder=1)
+        lams = f"λ {group[0].lam:g} to {group[-1].lam:g}" if len(group) > 1 else f"λ {group[0].lam:g}"
+        widths.append(Line2D([], [], color=colour, marker="o", ms=5, lw=0.8,
+                             label=f"width {width:g}: {lams}, joined in λ order"))
+        labels += [(px, v.clean_acc, f"λ={v.lam:g}", colour, v.robust_ci95 if x == "robust" else v.latency_spread_ms,
+                    v.clean_ci95, 12 if v.id in starred else 5) for px, v in zip(xs, group)]
+    _front(ax, variants, x, "Pareto front of this plane: " + ("SA and RA" if x == "robust" else "SA and p50"))
+    _budgets(ax, outcomes, x)
     ax.set_ylabel("clean accuracy (SA), 95 % interval")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=widths + handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+              frameon=False)
     return labels
 
 
@@ -218,8 +256,9 @@ def outcome_text(n: int, outcome: Outcome) -> str:
 
 
 def draw_deployment(variants: Sequence[Variant], key: str, outcomes: Sequence[Outcome] = (),
-                    title: str = "") -> Any:
-    """The figure (for `plot_deployment` to save; tests inspect it): two panels and the budgets in words."""
+                    title: str = "", attack: str = "") -> Any:
+    """The figure (for `plot_deployment` to save; tests inspect it): two panels and the budgets in words.
+    `attack` (`threat_text`) says what RA was measured under, on the RA axis and in the notes."""
     plt = _pyplot()
     scored = [v for v in variants if v.clean_acc is not None and v.robust_acc is not None]
     timed = [v for v in scored if v.latency_ms is not None]
@@ -228,7 +267,7 @@ def draw_deployment(variants: Sequence[Variant], key: str, outcomes: Sequence[Ou
     left, right, words = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])
     labels = {}
     if scored:
-        labels[left] = _panel(left, scored, "robust", outcomes)
+        labels[left] = _panel(left, scored, "robust", outcomes, attack)
         left.set_title("SA vs RA per width, one point per λ", fontsize=10)
     else:
         left.text(0.5, 0.5, "no SA/RA in the manifest: export after `oatdeploy eval`", ha="center", va="center",
@@ -244,7 +283,7 @@ def draw_deployment(variants: Sequence[Variant], key: str, outcomes: Sequence[Ou
         right.set_axis_off()
     measured = {v.accuracy_precision for v in variants}
     served = {v.precision for v in variants}
-    notes = [f"SA/RA measured in {', '.join(sorted(measured))}"
+    notes = [f"SA/RA measured in {', '.join(sorted(measured))}" + (f", RA under {attack}" if attack else "")
              + (f" (not in {', '.join(sorted(served))}: run `oatdeploy verify`)" if measured != served else "")]
     if all(v.clean_ci95 is None for v in scored):
         notes.append("this manifest records no 95 % intervals, so none are drawn")
@@ -263,10 +302,10 @@ def draw_deployment(variants: Sequence[Variant], key: str, outcomes: Sequence[Ou
 
 
 def plot_deployment(variants: Sequence[Variant], key: str, out: str | Path, outcomes: Sequence[Outcome] = (),
-                    title: str = "") -> Path:
+                    title: str = "", attack: str = "") -> Path:
     """Write the PNG atomically (a failed draw leaves an older plot in place)."""
     plt = _pyplot()
-    fig = draw_deployment(variants, key, outcomes, title)
+    fig = draw_deployment(variants, key, outcomes, title, attack)
     try:
         atomic_save(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     finally:

@@ -1,10 +1,11 @@
 """Budget selection over a deployment's variants, and their Pareto front. Pure data, no backends.
 
-Accuracies measured on n images and latencies measured over a few rounds carry noise; a choice between
-two variants that differ by less than their noise is a coin toss presented as a decision. So, unless
-asked to be strict, accuracies whose 95 % intervals overlap the best one's count as tied, then latencies
-whose profiling spreads overlap the fastest one's, and the most robust of what is left wins
-(docs/selection.md). Budget limits apply to point estimates, so a budget means what it says.
+Within the budget the highest SA (or RA) wins. Every variant was evaluated on the same images, so two of them
+are compared by a paired test on those images (exact McNemar on the ones they disagree on), not by
+whether their separate 95 % intervals overlap: a faster variant replaces the best only when the test cannot
+tell them apart (p ≥ 0.05) and latency is what binds (docs/selection.md). A deployment exported before
+per-image outcomes were kept falls back to the interval rule and says so. Budget limits apply to point
+estimates, so a budget means what it says.
 """
 
 from __future__ import annotations
@@ -15,9 +16,34 @@ from typing import Any, Sequence
 
 from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.manifest import ACCURACIES
-from oatdeploy.runtime.stats import intervals_overlap
+from oatdeploy.runtime.stats import intervals_overlap, mcnemar_exact
 
 OBJECTIVES = ACCURACIES  # what the chosen variant maximises within the budget
+ALPHA = 0.05  # a paired p-value at or above this: the test cannot tell two variants apart
+
+
+@dataclass(frozen=True)
+class PerImage:
+    """Per image, whether a variant got it right, clean and under the attack, as bits of an int (image i is
+    one bit; the order is the file's, the same for every variant). `images` names the image set: variants
+    are paired only on the same one."""
+
+    images: str
+    samples: int
+    clean: int
+    robust: int
+
+    def bits(self, objective: str) -> int:
+        return self.clean if objective == "clean" else self.robust
+
+
+def paired_p(a: Variant, b: Variant, objective: str) -> float | None:
+    """Exact McNemar p-value of a against b on the images both were scored on; None when they share none."""
+    if a.outcomes is None or b.outcomes is None or (a.outcomes.images, a.outcomes.samples) != (
+            b.outcomes.images, b.outcomes.samples):
+        return None
+    x, y = a.outcomes.bits(objective), b.outcomes.bits(objective)
+    return mcnemar_exact(bin(x & ~y).count("1"), bin(y & ~x).count("1"))
 
 
 class NoFeasibleVariant(OatError):
@@ -49,6 +75,13 @@ class Variant:
     latency_spread_ms: tuple[float, float] | None = None
     precision: str = "fp32"
     accuracy_precision: str = "fp32"
+    outcomes: PerImage | None = None  # per-image outcomes of the evaluation SA/RA come from
+
+    def to_json(self) -> dict[str, Any]:
+        """The variant as `select --format json` prints it (λ as "lambda", as everywhere; outcomes left out)."""
+        out = {("lambda" if f.name == "lam" else f.name): getattr(self, f.name) for f in fields(self)
+               if f.name != "outcomes"}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     def describe(self) -> str:
         def fmt(v: float | None, spec: str, interval: tuple[float, float] | None = None) -> str:
@@ -158,7 +191,8 @@ def _latency(v: Variant) -> float:
 
 
 def tied_accuracy(a: Variant, b: Variant, objective: str, strict: bool = False) -> bool:
-    """Equal point estimates, or (unless strict) overlapping 95 % intervals; without intervals, equality only."""
+    """Equal point estimates, or (unless strict) overlapping 95 % intervals; without intervals, equality only.
+    The rule for deployments without per-image outcomes."""
     if _accuracy(a, objective) == _accuracy(b, objective):
         return True
     ia, ib = (a.clean_ci95, b.clean_ci95) if objective == "clean" else (a.robust_ci95, b.robust_ci95)
@@ -166,17 +200,33 @@ def tied_accuracy(a: Variant, b: Variant, objective: str, strict: bool = False) 
 
 
 def tied_latency(a: Variant, b: Variant, strict: bool = False) -> bool:
-    """Equal p50, or (unless strict) overlapping ranges of round medians; without them, equality only."""
-    if _latency(a) == _latency(b):
+    """Equal p50, or (unless strict) overlapping ranges of round medians. Unprofiled ("p50 n/a") ties with
+    nothing: two unknown latencies are not two equal ones."""
+    if a.latency_ms is None or b.latency_ms is None:
+        return False
+    if a.latency_ms == b.latency_ms:
         return True
     sa, sb = a.latency_spread_ms, b.latency_spread_ms
     return not strict and sa is not None and sb is not None and intervals_overlap(sa, sb)
 
 
+def latency_binds(variants: Sequence[Variant], budget: Budget, best: Variant) -> Variant | None:
+    """The variant that would win without the latency limit, when that limit keeps it out; None when latency
+    does not bind (no limit, or the most accurate variant within the other limits meets it)."""
+    if budget.max_latency_ms is None:
+        return None
+    relaxed = replace(budget, max_latency_ms=None)
+    top = max((v for v in variants if not any(_violations(v, relaxed).values())),
+              key=lambda v: _accuracy(v, budget.objective))
+    return top if _accuracy(top, budget.objective) > _accuracy(best, budget.objective) else None
+
+
 @dataclass(frozen=True)
 class Choice:
     """What `choose` picked and why: the variants within the budget, the best point estimate, the variants
-    tied with it on accuracy and then on latency, and notes the caller adds (which precision SA/RA are of)."""
+    counted as tied with it on accuracy (paired test, or intervals without outcomes) and then on latency, the
+    paired p-values against the best, the rule's own lines, and notes the caller adds (which precision SA/RA
+    are of)."""
 
     variant: Variant
     budget: Budget
@@ -184,54 +234,111 @@ class Choice:
     best: Variant
     accuracy_tied: tuple[Variant, ...]
     latency_tied: tuple[Variant, ...]
+    rule: tuple[str, ...] = ()
+    paired_p: tuple[tuple[str, float], ...] = ()
     notes: tuple[str, ...] = ()
 
     def reasons(self) -> list[str]:
         """How the choice was made, in words: the budget, the comparison rule and what it did."""
-        name = "SA" if self.budget.objective == "clean" else "RA"
         limits = [f"{label} {op} {value:.3g}" for value, label, op in
                   ((self.budget.max_latency_ms, "p50", "<="), (self.budget.min_robust_acc, "RA", ">="),
                    (self.budget.min_clean_acc, "SA", ">=")) if value is not None]
         count = f"{len(self.feasible)} variant{'s meet' if len(self.feasible) > 1 else ' meets'} it"
         lines = [f"budget: {', '.join(limits)}, on point estimates; {count}" if limits
                  else f"no budget: all {len(self.feasible)} variants compared"]
-        others = [v.id for v in self.accuracy_tied if v.id != self.best.id]
-        interval = self.best.clean_ci95 if self.budget.objective == "clean" else self.best.robust_ci95
-        if len(self.feasible) == 1:
-            lines.append(f"{self.best.id} is the only variant within the budget")
-        elif self.budget.strict:
-            lines.append(f"strict: the highest {name} point estimate wins, ties to the lower p50")
-        elif interval is None:
-            lines.append(f"{self.best.id} has the best {name} point estimate (the manifest records no 95 % "
-                         "intervals to judge ties by; an export from a newer eval.json has them)")
-        elif others:
-            lines.append(f"tie: the {name} 95 % intervals of {', '.join(others)} overlap that of the best, "
-                         f"{self.best.id}, so they count as tied and the faster wins (--strict compares point "
-                         "estimates)")
-        else:
-            lines.append(f"{self.best.id} has the best {name}, and no other variant's 95 % interval overlaps it "
-                         "(overlapping intervals count as tied; --strict compares point estimates)")
-        fastest = min(self.latency_tied, key=_latency)
-        others = [v.id for v in self.latency_tied if v.id != fastest.id]
-        if others and not self.budget.strict:
-            lines.append(f"tie: p50 of {', '.join(others)} is within the spread between profiling rounds of the "
-                         f"fastest, {fastest.id}, so the more robust wins")
-        return lines + list(self.notes)
+        return lines + list(self.rule) + list(self.notes)
 
     def describe(self) -> str:
         """The chosen variant, then why, one reason a line."""
         return "\n".join([self.variant.describe(), *(f"  {line}" for line in self.reasons())])
 
 
+def _name(objective: str) -> str:
+    return "SA" if objective == "clean" else "RA"
+
+
+def _strict(feasible: Sequence[Variant], budget: Budget, best: Variant) -> Choice:
+    line = (f"strict: the highest {_name(budget.objective)} point estimate wins, ties to the lower p50; no "
+            "paired test, no latency tie-break")
+    return Choice(best, budget, tuple(feasible), best, (best,), (best,), (line,))
+
+
+def _paired(variants: Sequence[Variant], feasible: Sequence[Variant], budget: Budget, best: Variant) -> Choice:
+    """The highest objective within the budget; a faster variant the paired test cannot tell from it replaces
+    it only when latency binds."""
+    name, objective = _name(budget.objective), budget.objective
+    faster = [v for v in feasible if _latency(v) < _latency(best)]
+    p = {v.id: paired_p(v, best, objective) for v in faster}
+    same = [v for v in faster if (p[v.id] or 0.0) >= ALPHA]
+    blocker = latency_binds(variants, budget, best)
+    n = best.outcomes.samples if best.outcomes else 0
+    pairs = tuple((vid, float(pv)) for vid, pv in p.items() if pv is not None)
+    if len(feasible) == 1:
+        line = f"{best.id} is the only variant within the budget"
+    elif blocker is None:
+        why = ("no latency limit" if budget.max_latency_ms is None
+               else "latency does not bind (the most accurate variant within the other limits meets it)")
+        line = f"{best.id} has the highest {name} within the budget; {why}, so no faster variant replaces it"
+    elif same:
+        quickest = min(same, key=_latency)
+        close = [v for v in same if v is quickest or tied_latency(v, quickest)]  # within profiling noise
+        chosen = max(close, key=lambda v: (_accuracy(v, objective), _accuracy(v, "robust"), -_latency(v)))
+        within = (f"; p50s of {', '.join(v.id for v in close)} are within the profiling spread, the most accurate "
+                  "serves" if len(close) > 1 else "")
+        line = (f"tie: latency binds ({blocker.id}, {name} {_accuracy(blocker, objective):.3f}, is over it) and a "
+                f"paired test on the {n} shared images cannot tell {chosen.id} from the best, {best.id} (exact "
+                f"McNemar p = {p[chosen.id]:.2g} >= {ALPHA:g}), so the faster {chosen.id} serves{within} "
+                "(--strict keeps the best)")
+        return Choice(chosen, budget, tuple(feasible), best, (best, *same), tuple(close), (line,), pairs)
+    else:
+        line = (f"{best.id} has the highest {name} within the budget; latency binds ({blocker.id} is over it), but "
+                f"a paired test on the {n} shared images tells each faster variant from {best.id} (exact McNemar "
+                f"p < {ALPHA:g})" if faster else
+                f"{best.id} has the highest {name} within the budget and is the fastest of them")
+    return Choice(best, budget, tuple(feasible), best, (best,), (best,), (line,), pairs)
+
+
+def _intervals(feasible: Sequence[Variant], budget: Budget, best: Variant) -> Choice:
+    """The rule for variants without per-image outcomes: overlapping 95 % intervals tie, the faster wins, then
+    latencies within their profiling spread tie and the more robust wins."""
+    name, objective = _name(budget.objective), budget.objective
+    accuracy_tied = [v for v in feasible if tied_accuracy(v, best, objective)]
+    fastest = min(accuracy_tied, key=_latency)
+    latency_tied = [v for v in accuracy_tied if v is fastest or tied_latency(v, fastest)]
+    chosen = max(latency_tied, key=lambda v: (_accuracy(v, "robust"), _accuracy(v, objective), -_latency(v)))
+    lines = [f"no per-image outcomes to pair {name}s on (exported before they were kept, or measured by "
+             "`verify`): falling back to comparing 95 % intervals; re-export from an eval.json to get the paired "
+             "test"]
+    others = [v.id for v in accuracy_tied if v.id != best.id]
+    interval = best.clean_ci95 if objective == "clean" else best.robust_ci95
+    if len(feasible) == 1:
+        lines.append(f"{best.id} is the only variant within the budget")
+    elif interval is None:
+        lines.append(f"{best.id} has the best {name} point estimate (the manifest records no 95 % intervals to "
+                     "judge ties by either)")
+    elif others:
+        lines.append(f"tie: the {name} 95 % intervals of {', '.join(others)} overlap that of the best, {best.id}, "
+                     "so they count as tied and the faster wins (--strict compares point estimates)")
+    else:
+        lines.append(f"{best.id} has the best {name}, and no other variant's 95 % interval overlaps it "
+                     "(overlapping intervals count as tied; --strict compares point estimates)")
+    tied = [v.id for v in latency_tied if v.id != fastest.id]
+    if tied:
+        lines.append(f"tie: p50 of {', '.join(tied)} is within the spread between profiling rounds of the "
+                     f"fastest, {fastest.id}, so the more robust wins")
+    return Choice(chosen, budget, tuple(feasible), best, tuple(accuracy_tied), tuple(latency_tied), tuple(lines))
+
+
 def choose(variants: Sequence[Variant], budget: Budget | None = None, **limits: Any) -> Choice:
     """The best variant within the budget (a `Budget`, or its fields as keywords), and why (`Choice`).
 
-    Among variants meeting every limit (point estimates): those whose objective accuracy ties with the best
-    one's (overlapping 95 % intervals, or equal), of those the ones whose p50 ties with the fastest's (round
-    medians' ranges overlap, or equal), and of those the most robust. `strict` ties only equal values.
+    Among variants meeting every limit (point estimates), the highest objective accuracy (ties to the lower
+    p50). Unless strict, a faster variant replaces it when latency binds and an exact McNemar test on the
+    shared images gives p ≥ 0.05: the fastest such (of those within its profiling spread, the most accurate).
+    Without per-image outcomes: the interval rule.
     """
     budget = Budget.of(budget, **limits)
-    objective, strict = budget.objective, budget.strict
+    objective = budget.objective
     if not variants:
         raise NoFeasibleVariant("the deployment has no variants")
     if budget.max_latency_ms is not None and all(v.latency_ms is None for v in variants):
@@ -242,15 +349,15 @@ def choose(variants: Sequence[Variant], budget: Budget | None = None, **limits: 
     if not feasible:
         raise _infeasible(variants, budget)
     best = max(feasible, key=lambda v: (_accuracy(v, objective), -_latency(v)))
-    accuracy_tied = [v for v in feasible if tied_accuracy(v, best, objective, strict)]
-    fastest = min(accuracy_tied, key=_latency)
-    latency_tied = [v for v in accuracy_tied if tied_latency(v, fastest, strict)]
-    chosen = max(latency_tied, key=lambda v: (_accuracy(v, "robust"), _accuracy(v, objective), -_latency(v)))
-    return Choice(chosen, budget, tuple(feasible), best, tuple(accuracy_tied), tuple(latency_tied))
+    if budget.strict:
+        return _strict(feasible, budget, best)
+    if all(paired_p(v, best, objective) is not None for v in feasible):
+        return _paired(variants, feasible, budget, best)
+    return _intervals(feasible, budget, best)
 
 
 def select(variants: Sequence[Variant], budget: Budget | None = None, **limits: Any) -> Variant:
-    """The best SA (or RA) within the budget; noise-level differences are ties (see `choose`)."""
+    """The best SA (or RA) within the budget (see `choose` for when a faster one replaces it)."""
     return choose(variants, budget, **limits).variant
 
 

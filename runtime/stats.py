@@ -44,3 +44,19 @@ def paired_difference_interval(a: Sequence[bool], b: Sequence[bool], z: float = 
 def intervals_overlap(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether two [low, high] intervals share a point."""
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: two variants scored on the same images, `only_a` images right only
+    by the first and `only_b` only by the second.
+
+    Under "equally accurate" each discordant image is a fair coin, so the smaller count is a Binomial(n, ½)
+    tail, doubled. Exact integer arithmetic (no scipy on the device), so it holds for any n.
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError("discordant counts cannot be negative")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2 ** n)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from oatdeploy.runtime.backends.base import Runner
+from oatdeploy.runtime.backends.base import Runner, warn_if_unscaled
 from oatdeploy.runtime.errors import OatError
 from oatdeploy.runtime.selection import Budget, NoFeasibleVariant, Variant, pareto_front, select
 
@@ -199,6 +199,7 @@ class Switcher:
 
     def __call__(self, x: np.ndarray, return_variant: bool = False) -> Any:
         """Logits of the current variant; with return_variant, also the variant that computed them."""
+        warn_if_unscaled(x)
         with self._lock:
             if self._closed:
                 raise OatError("the switcher is closed; create a new one with Deployment.switcher()")

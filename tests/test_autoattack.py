@@ -102,6 +102,6 @@ def test_eval_autoattack_to_export_to_select(tmp_path: Path) -> None:
     best = max(report["results"], key=lambda row: (row["robust_acc"], row["clean_acc"]))
     assert all(v["metrics"]["attack"] == "autoattack-standard" for v in manifest["variants"])
     r = oatdeploy_cli("select", str(tmp_path / "deploy"), "--min-robust-acc", str(best["robust_acc"]),
-                      "--objective", "robust", "--json")
+                      "--objective", "robust", "--format", "json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["robust_acc"] == best["robust_acc"]

@@ -191,3 +191,33 @@ def test_train_joins_gloo_threads_before_exit(tmp_path: Path) -> None:
     torchrun_two(str(script), str(tmp_path / "ddp"), str(tmp_path))
     left = {rank: (tmp_path / f"threads-{rank}").read_text() for rank in (0, 1)}
     assert left == {0: "", 1: ""}, f"gloo threads alive after train(): {left}"
+
+
+def torchrun_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`oatdeploy ARGS` under torchrun with two CPU processes, as the README launches it."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "oatdeploy.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_ddp_searches_for_unused_parameters_only_where_a_step_can_leave_one() -> None:
+    from oatdeploy.trainer import TrainConfig, may_leave_unused
+
+    assert not may_leave_unused(TrainConfig(widths=[1.0]), 8)  # OAT: every parameter in every step
+    assert not may_leave_unused(TrainConfig(widths=[1.0], dual_bn=False, lambdas=[0.5, 1.0]), 8)
+    assert may_leave_unused(TrainConfig(widths=[0.5, 1.0]), 8)  # the other width's own BN and FiLM
+    assert may_leave_unused(TrainConfig(widths=[1.0], lambdas=[0.5, 1.0]), 8)  # no λ = 0: the clean BN
+    assert may_leave_unused(TrainConfig(widths=[1.0], clean_share=1.0), 8)  # no λ > 0 sample: the adversarial BN
+    assert may_leave_unused(TrainConfig(widths=[1.0], objective="sampled"), 8)  # a dropped term
+
+
+@pytest.mark.slow
+def test_torchrun_prints_no_torch_warning_and_a_bad_batch_once(tmp_path: Path) -> None:
+    small = ["train", "--max-steps", "2", "--train-limit", "64", "--pgd-steps", "1"]
+    result = torchrun_cli(*small, "--batch-size", "16", "--out", str(tmp_path / "oat"))  # one width: OAT
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "find_unused_parameters" not in result.stderr, result.stderr[-3000:]
+    result = torchrun_cli(*small, "--batch-size", "15", "--out", str(tmp_path / "odd"))
+    assert result.returncode != 0
+    assert result.stderr.count("error: --batch-size 15 is the global batch") == 1, result.stderr[-3000:]
+    assert not (tmp_path / "odd").exists()

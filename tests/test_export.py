@@ -131,6 +131,23 @@ def test_manifest_round_trip(folded: Path, trained_run: Path) -> None:
     assert small[0.5] < small[1.0] / 2
 
 
+def test_export_carries_each_images_outcome_for_the_paired_test(folded: Path, trained_run: Path) -> None:
+    """eval.json's per-image outcomes travel into the deployment (sha256-checked) and reach `select` intact."""
+    from oatdeploy.evaluate import unpack_mask
+
+    report = json.loads((trained_run / "eval.json").read_text())
+    ref = json.loads((folded / "manifest.json").read_text())["outcomes"]["fp32"]
+    assert ref["samples"] == 128 and ref["sha256"] == sha256_file(folded / ref["path"])
+    dep = Deployment.load(folded)
+    for v, row in zip(dep.variants, report["results"], strict=True):
+        assert (v.lam, v.width) == (row["lambda"], row["width"]) and v.outcomes is not None
+        for kind in ("clean", "robust"):
+            bits = bin(v.outcomes.bits(kind))[2:].zfill(128)  # image 0 is the highest bit
+            assert [b == "1" for b in bits] == list(unpack_mask(row[f"{kind}_correct"], 128))
+            assert sum(b == "1" for b in bits) / 128 == row[f"{kind}_acc"]
+    assert any("McNemar" in r or "only variant" in r or "no latency limit" in r for r in dep.choose().reasons())
+
+
 def test_failed_export_leaves_the_good_deployment_untouched(folded: Path, trained_run: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     before = {p: p.read_bytes() for p in folded.rglob("*") if p.is_file()}

@@ -40,7 +40,7 @@ def rich_deploy(profiled_deploy: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_json_holds_every_variant_profile_engine_and_quantized_model(cli, rich_deploy: Path) -> None:
-    result = cli("info", str(rich_deploy), "--json")
+    result = cli("info", str(rich_deploy), "--format", "json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     manifest = json.loads((rich_deploy / "manifest.json").read_text())

@@ -13,7 +13,6 @@ from oatdeploy.lambdas import (
     check_widths,
     clean_count,
     sample_indices,
-    sample_terms,
 )
 from oatdeploy.runtime.errors import OatError
 
@@ -71,23 +70,3 @@ def test_weighted_sampling_follows_the_weights_and_checks_them() -> None:
     for bad in ([1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, -2]):
         with pytest.raises(OatError, match="one positive weight per non-zero λ"):
             check_weights(bad, lams)
-
-
-def test_sampled_terms_attack_a_share_lambda_of_each_lambdas_samples() -> None:
-    """The `sampled` objective keeps CE(x_adv) for a λ sample with probability λ, so its expected loss is
-    the paper's (1 − λ)·CE(x) + λ·CE(x_adv)."""
-    lams = list(DEFAULT_LAMBDAS)
-    values = torch.tensor(lams)
-    gen = torch.Generator().manual_seed(0)
-    attacked, drawn = torch.zeros(len(lams)), torch.zeros(len(lams))
-    for _ in range(400):
-        idx, n_clean = sample_indices(64, lams, gen, clean_share=0.5)
-        ordered, n_first = sample_terms(idx, n_clean, lams, gen)
-        assert torch.equal(ordered[:n_clean], idx[:n_clean])  # λ = 0 first, untouched
-        assert torch.equal(torch.bincount(ordered, minlength=6), torch.bincount(idx, minlength=6))
-        assert n_clean <= n_first <= 64
-        attacked += torch.bincount(ordered[n_first:], minlength=6)
-        drawn += torch.bincount(ordered, minlength=6)
-    share = attacked / drawn
-    assert share[0] == 0 and share[-1] == 1  # λ = 0 never, λ = 1 always
-    assert (share[1:-1] - values[1:-1]).abs().max() < 0.03, share

@@ -32,7 +32,7 @@ def test_plot_marks_what_select_chooses(profiled_deploy: Path, tmp_path: Path) -
     budget = ["--max-latency-ms", "1000", "--min-robust-acc", "0"]
     result = oatdeploy_cli("plot", str(profiled_deploy), "--out", str(out), *budget)
     assert result.returncode == 0, result.stderr
-    chosen = json.loads(oatdeploy_cli("select", str(profiled_deploy), *budget, "--json").stdout)
+    chosen = json.loads(oatdeploy_cli("select", str(profiled_deploy), *budget, "--format", "json").stdout)
     assert f"selected: {chosen['id']} " in result.stdout
     height, width = read_png(out)
     assert width > height > 300
@@ -51,10 +51,10 @@ def test_plot_defaults_into_the_deployment_and_keeps_its_manifest(profiled_deplo
 def test_plot_without_profile_draws_the_tradeoff_and_a_latency_budget_asks_for_one(profiled_deploy: Path,
                                                                                     tmp_path: Path) -> None:
     out = tmp_path / "b64.png"
-    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch", "64", "--out", str(out))
+    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch-size", "64", "--out", str(out))
     assert result.returncode == 0, result.stderr
     read_png(out)
-    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch", "64", "--max-latency-ms", "1",
+    result = oatdeploy_cli("plot", str(profiled_deploy), "--batch-size", "64", "--max-latency-ms", "1",
                            "--out", str(tmp_path / "never.png"))
     assert result.returncode == 2
     assert "no latency profile" in result.stderr and "oatdeploy profile" in result.stderr
@@ -208,3 +208,59 @@ def test_plot_without_matplotlib_is_one_line_exit_2(profiled_deploy: Path, tmp_p
             f"main(['plot', {str(profiled_deploy)!r}, '--out', {str(tmp_path / 'x.png')!r}])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and 'pip install "oatdeploy[plot]"' in done.stderr
+
+
+def crowded_twelve() -> list:
+    """The issue's deployment: twelve variants (two widths, six λs) all within 0.17-0.25 ms."""
+    from oatdeploy.runtime import Variant
+    from oatdeploy.runtime.stats import wilson_interval
+
+    out = []
+    for wi, width in enumerate((0.5, 1.0)):
+        for li, lam in enumerate((0.0, 0.1, 0.2, 0.3, 0.4, 1.0)):
+            sa, ra = 0.80 - 0.01 * li + 0.01 * wi, 0.05 + 0.1 * li * (li > 0) + 0.02 * wi
+            p50, n = 0.17 + 0.04 * wi + 0.003 * li, 300
+            out.append(Variant(f"lam{lam:g}-w{width:g}", lam, width, sa, ra, p50, "x.onnx",
+                               clean_ci95=wilson_interval(round(sa * n), n),
+                               robust_ci95=wilson_interval(round(ra * n), n),
+                               latency_spread_ms=(p50 - 0.004, p50 + 0.006)))
+    return out
+
+
+def test_the_latency_axis_fits_the_points_not_a_budget_far_beyond_them() -> None:
+    import matplotlib.pyplot as plt
+
+    from oatdeploy.runtime.selection import choose
+
+    variants = crowded_twelve()
+    budget = Budget(max_latency_ms=4.0, min_robust_acc=0.35)
+    fig = draw_deployment(variants, "cpu|ort|fp32|b1", [Outcome(budget, choose(variants, budget))],
+                          attack="PGD-20, L∞ ε = 0.1, 300 test images")
+    try:
+        left, right = fig.axes[:2]
+        assert right.get_xlim()[1] < 0.4  # not 0-4.4 ms with every point in the first twentieth
+        legend = [t.get_text() for t in right.get_legend().get_texts()]
+        assert "budget 1: p50 ≤ 4 ms, beyond this axis (every point meets it)" in legend
+        assert "PGD-20, L∞ ε = 0.1" in left.get_xlabel()
+        for ax in (left, right):
+            texts = [t.get_text() for t in ax.get_legend().get_texts()]
+            assert "width 0.5: λ 0 to 1, joined in λ order" in texts and "width 1: λ 0 to 1, joined in λ order" in texts
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in right.texts]
+        assert len(boxes) == 12
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        inside = right.get_window_extent(renderer)
+        assert all(inside.x0 <= a.x0 and a.x1 <= inside.x1 and inside.y0 <= a.y0 and a.y1 <= inside.y1 for a in boxes)
+        near = draw_deployment(variants, "cpu|ort|fp32|b1", [Outcome(Budget(max_latency_ms=0.3), None, "x")])
+        assert near.axes[1].get_xlim()[1] >= 0.3  # a budget near the points is drawn where it is
+        plt.close(near)
+    finally:
+        plt.close(fig)
+
+
+def test_the_attack_and_its_eps_are_on_the_figure(profiled_deploy: Path, tmp_path: Path) -> None:
+    from oatdeploy.runtime.plots import threat_text
+
+    dep = Deployment.load(profiled_deploy)
+    assert threat_text(dep.manifest) == "PGD-5, L∞ ε = 0.1, 128 test images"

@@ -41,7 +41,7 @@ def test_png_files_are_labelled_as_the_model_labels_their_pixels(cli, profiled_d
     for i, img in enumerate(x):
         Image.fromarray(to_uint8(img)).save(folder / f"img{i}.png")
     (folder / "notes.txt").write_text("not an image: a folder's other files are skipped")
-    result = cli("predict", str(profiled_deploy), str(folder), "--json")
+    result = cli("predict", str(profiled_deploy), str(folder), "--format", "json")
     assert result.returncode == 0, result.stderr
     preds = json.loads(result.stdout)["predictions"]
     assert [p["file"] for p in preds] == [str(folder / f"img{i}.png") for i in range(len(x))]
@@ -55,8 +55,24 @@ def test_png_files_are_labelled_as_the_model_labels_their_pixels(cli, profiled_d
     text = cli("predict", str(profiled_deploy), *[str(folder / f"img{i}.png") for i in range(2)])
     assert text.returncode == 0, text.stderr
     lines = text.stdout.strip().splitlines()
-    assert lines[0].startswith(f"served by {preds[0]['variant']} (SA ") and len(lines) == 3
-    assert lines[1].startswith(str(folder / "img0.png")) and f"{preds[0]['class']} ({preds[0]['label']})" in lines[1]
+    assert lines[0].startswith(f"served by {preds[0]['variant']} (SA ") and len(lines) == 4
+    assert lines[1].split() == ["file", "class", "(label)", "probability"]  # each column named
+    assert lines[2].startswith(str(folder / "img0.png")) and f"{preds[0]['class']} ({preds[0]['label']})" in lines[2]
+    assert lines[2].index(f"{preds[0]['probability']:.3f}") == lines[1].index("probability")
+
+
+def test_an_unreadable_image_in_a_folder_is_reported_and_skipped(cli, profiled_deploy: Path, tmp_path: Path) -> None:
+    x, _ = saved_images(profiled_deploy, 2)
+    for i, img in enumerate(x):
+        Image.fromarray(to_uint8(img)).save(tmp_path / f"img{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG cut short")
+    result = cli("predict", str(profiled_deploy), str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [p["file"] for p in json.loads(result.stdout)["predictions"]] == [str(tmp_path / f"img{i}.png")
+                                                                             for i in range(2)]
+    assert json.loads(result.stdout)["skipped"][0]["file"] == str(tmp_path / "broken.png")
+    assert result.stderr.strip() == f"warning: skipped: cannot read {tmp_path / 'broken.png'} as an image " \
+                                    "(UnidentifiedImageError); pass PNG or JPEG files"
 
 
 def test_the_budget_picks_the_variant_that_serves(cli, profiled_deploy: Path, tmp_path: Path) -> None:
@@ -69,7 +85,7 @@ def test_the_budget_picks_the_variant_that_serves(cli, profiled_deploy: Path, tm
     fastest = min(v.latency_ms for v in dep.variants)
     for budget in (["--min-robust-acc", str(most_robust)], ["--max-latency-ms", str(fastest * 1.0001)],
                    ["--min-robust-acc", "0", "--objective", "robust"]):
-        result = cli("predict", str(profiled_deploy), str(tmp_path / "a.png"), *budget, "--json")
+        result = cli("predict", str(profiled_deploy), str(tmp_path / "a.png"), *budget, "--format", "json")
         assert result.returncode == 0, result.stderr
         kwargs = {k.lstrip("-").replace("-", "_"): (float(v) if k != "--objective" else v)
                   for k, v in zip(budget[::2], budget[1::2], strict=True)}

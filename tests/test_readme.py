@@ -107,8 +107,8 @@ def test_outputs_of_the_readme_are_git_ignored() -> None:
 def test_shrink_only_appends_sizes() -> None:
     assert shrink("oatdeploy eval runs/fm/supernet.pt --limit 1000   # PGD-20") == \
         "oatdeploy eval runs/fm/supernet.pt --limit 1000 --limit 4 --pgd-steps 1"
-    assert shrink("oatdeploy select d --max-latency-ms 4 --min-robust-acc 0.6 --json") == \
-        "oatdeploy select d --max-latency-ms 1000 --min-robust-acc 0 --json"
+    assert shrink("oatdeploy select d --max-latency-ms 4 --min-robust-acc 0.6 --format json") == \
+        "oatdeploy select d --max-latency-ms 1000 --min-robust-acc 0 --format json"
     assert shrink("torchrun --nproc_per_node 2 $(which oatdeploy) train --out r").endswith(f"--out r {SHRINK['train']}")
 
 

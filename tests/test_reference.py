@@ -144,7 +144,7 @@ def test_import_export_select_with_onnx_equal_to_the_reference(tmp_path: Path) -
             None, {"input": x.numpy()})[0]
         assert np.abs(got - ref.numpy()).max() <= 1e-4 * ref.abs().max().item(), lam
         assert entry["metrics"]["robust_acc"] is not None
-    code, err = run_cli("select", str(deploy), "--min-robust-acc", "0", "--json")
+    code, err = run_cli("select", str(deploy), "--min-robust-acc", "0", "--format", "json")
     assert code == 0, err
 
 

@@ -76,7 +76,7 @@ def test_the_sampled_objective_is_one_term_per_sample_and_trains() -> None:
     n_nonzero = 64 - clean_count(64, cfg.lambdas, cfg.clean_share)  # the helper's batch: 64 images
     assert 0 < sum(attacked) < 0.9 * n_nonzero * len(attacked), attacked  # λs 0.4 and 1: about 70 %
 
-    with pytest.raises(OatError, match="--objective must be one of weighted, sampled"):
+    with pytest.raises(OatError, match="--loss must be one of weighted, sampled"):
         resolve_config(TrainConfig(objective="summed"), load_dataset("fmnist-mini", limit=64), 1)
 
 
@@ -90,6 +90,40 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
     assert a["trainer"]["step"] == b["trainer"]["step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+def test_a_resume_with_more_epochs_trains_longer_on_a_stretched_schedule(tmp_path: Path) -> None:
+    from oatdeploy.trainer import TrainConfig, train
+
+    run = tmp_path / "run"
+    first = read_checkpoint(train_run(run, epochs=1, train_limit=128))  # 4 steps of 32 images
+    assert first["trainer"]["step"] == 4 and first["trainer"]["scheduler"]["T_max"] == 4
+    train(TrainConfig(**{**TINY, "train_limit": 128, "epochs": 2, "out": str(run)}), resume=True, progress=False)
+    longer = read_checkpoint(run / "supernet.pt")
+    assert longer["trainer"]["step"] == 8 and longer["trainer"]["scheduler"]["T_max"] == 8
+    assert longer["config"]["epochs"] == 2
+    # the schedule had reached 0 at step 4 of 4; stretched to 8 steps it trains again from its value at step 4
+    assert any(not torch.equal(v, longer["model"][k]) for k, v in first["model"].items() if v.is_floating_point())
+    log = (run / "train.log").read_text()
+    assert "resumed at step 4; runs to step 8; --epochs changes the cosine schedule from 4 to 8 steps" in log
+    assert "done: 8 steps (resumed at step 4); 4 run in" in log
+
+
+def test_a_resume_with_a_larger_max_steps_continues_and_a_smaller_one_is_refused(cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_run(run, max_steps=2)
+    before = (run / "supernet.pt").read_bytes()
+    result = cli("train", "--resume", "--out", str(run), "--max-steps", "1")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "already done 2 steps, more than --max-steps 1" in result.stderr and "larger --max-steps" in result.stderr
+    assert (run / "supernet.pt").read_bytes() == before
+
+    result = cli("train", "--resume", "--out", str(run), "--max-steps", "3")
+    assert result.returncode == 0, result.stderr
+    assert read_checkpoint(run / "supernet.pt")["trainer"]["step"] == 3
+    assert "resumed at step 2; runs to step 3" in (run / "train.log").read_text()
+    result = cli("train", "--resume", "--out", str(run))  # done already: said, not silently "saved"
+    assert result.returncode == 0 and "nothing left to train, --max-steps 3 stops it here" in result.stderr
 
 
 def test_a_later_run_in_the_same_process_does_not_write_into_an_earlier_runs_log(tmp_path: Path) -> None:

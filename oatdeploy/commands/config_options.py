@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from oatdeploy.config import default_of, option_name, option_text, user_fields
+from oatdeploy.config import TrainConfig, default_of, option_name, option_text, user_fields
 from oatdeploy.runtime.commands.options import FloatList
 
 
@@ -31,6 +31,12 @@ def architectures() -> list[str]:
     from oatdeploy.models import list_models
 
     return list_models()
+
+
+def datasets() -> tuple[str, ...]:
+    from oatdeploy.data import DATASETS
+
+    return DATASETS
 
 
 SCALARS: dict[str, click.ParamType] = {"str": click.STRING, "int": click.INT, "float": click.FLOAT,
@@ -70,3 +76,13 @@ def config_options(config_cls: type, specs: Mapping[str, Mapping[str, Any]], onl
         return command
 
     return decorate
+
+
+DEVICE_HELP = ("Where torch runs (training, attacks, evaluation): auto (a CUDA GPU when torch sees one, else the "
+               "CPU), cpu, cuda or cuda:N.")
+
+
+def device_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--device`, TrainConfig's field, for every command that trains, attacks or evaluates."""
+    (device,) = [f for f in user_fields(TrainConfig) if f.name == "device"]
+    return field_option(device, help=DEVICE_HELP)(command)

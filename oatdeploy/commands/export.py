@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import click
 
+from oatdeploy.commands.config_options import device_option
+from oatdeploy.commands.paths import checkpoint_file
+from oatdeploy.runtime.commands.options import quiet_option
 from oatdeploy.runtime.manifest import MODES
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(), callback=checkpoint_file)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Deployment folder to write.")
 @click.option("--force", is_flag=True, help="Replace the deployment already in --out.")
 @click.option("--mode", type=click.Choice(MODES), default="folded", show_default=True,
@@ -22,9 +25,10 @@ from oatdeploy.runtime.manifest import MODES
 @click.option("--calib-samples", type=click.IntRange(min=1), default=512, show_default=True,
               help="Training images saved for int8 calibration on the device.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Override the run's data folder.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@device_option
+@quiet_option
 def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | None, evaluate: bool,
-           verify_samples: int, calib_samples: int, data_dir: str | None, quiet: bool) -> None:
+           verify_samples: int, calib_samples: int, data_dir: str | None, device: str, quiet: bool) -> None:
     """Export CHECKPOINT's every (λ, width) as verified ONNX plus manifest.json into OUT."""
     from oatdeploy.eval_files import choose_evaluation
     from oatdeploy.export.manifest import format_variants
@@ -35,7 +39,7 @@ def export(checkpoint: str, out: str, force: bool, mode: str, eval_json: str | N
     eval_json = choose_evaluation(checkpoint, eval_json)
     manifest = export_deployment(checkpoint, out, mode=mode, eval_json=eval_json, evaluate=evaluate,
                                  verify_samples=verify_samples, calib_samples=calib_samples, data_dir=data_dir,
-                                 progress=not quiet)
+                                 progress=not quiet, device=device)
     click.echo(format_variants(manifest))
     source = manifest.metrics_source
     if source is None or source.origin is None:

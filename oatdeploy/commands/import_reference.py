@@ -8,6 +8,7 @@ from types import ModuleType
 import click
 
 from oatdeploy.commands.config_options import LazyChoice
+from oatdeploy.commands.paths import checkpoint_file
 from oatdeploy.config import ENCODINGS
 from oatdeploy.runtime.commands.options import float_list
 
@@ -19,7 +20,7 @@ def reference() -> ModuleType:
 
 
 @click.command(name="import-reference")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path(), callback=checkpoint_file)
 @click.option("--arch", type=LazyChoice(lambda: reference().ARCHS), required=True,
               help="resnet34: ResNet34OAT or SlimmableResNet34OAT (CIFAR-10); wrn16_8: WRN16_8OAT (SVHN); "
                    "wrn40_2: WRN40_2OAT (STL-10).")

@@ -17,7 +17,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from oatdeploy.commands.config_options import LazyChoice, architectures, config_options
+from oatdeploy.commands.config_options import DEVICE_HELP, LazyChoice, architectures, config_options, datasets
 from oatdeploy.config import (
     ENCODINGS,
     FILM_KINDS,
@@ -28,10 +28,12 @@ from oatdeploy.config import (
     option_name,
     user_fields,
 )
+from oatdeploy.runtime.commands.options import Command, quiet_option
 
 SPECS: dict[str, dict[str, Any]] = {
     "out": {"type": click.Path(file_okay=False), "required": True, "help": "Run folder."},
-    "dataset": {"help": "fmnist-mini (embedded), fashion-mnist (IDX files), cifar10 (python batches), svhn (.mat "
+    "dataset": {"type": LazyChoice(datasets),
+                "help": "fmnist-mini (embedded), fashion-mnist (IDX files), cifar10 (python batches), svhn (.mat "
                         "files) or stl10 (binary files)."},
     "data_dir": {"type": click.Path(file_okay=False),
                  "help": "Folder with the dataset files (fashion-mnist defaults to Debian's path)."},
@@ -40,8 +42,12 @@ SPECS: dict[str, dict[str, Any]] = {
     "widths": {"help": "Width fractions; more than one trains an OATS (slimmable) supernet."},
     "width_rule": {"type": click.Choice(WIDTH_RULES),
                    "help": "Widths per step: all of them, or largest + smallest + one random middle."},
-    "epochs": {"type": click.IntRange(min=1), "help": "Passes over the training set (sets the cosine schedule)."},
-    "max_steps": {"type": click.IntRange(min=1), "help": "Stop after this many steps (the schedule keeps --epochs)."},
+    "epochs": {"type": click.IntRange(min=1),
+               "help": "Passes over the training set (sets the cosine schedule); with --resume, a larger value "
+                       "trains the run longer."},
+    "max_steps": {"type": click.IntRange(min=1),
+                  "help": "Stop after this many steps (the schedule keeps --epochs); with --resume, a larger "
+                          "value trains the run longer."},
     "batch_size": {"type": click.IntRange(min=2), "help": "Global batch: split evenly over the processes."},
     "lr": {"type": click.FloatRange(min=0, min_open=True), "help": "Peak SGD learning rate (cosine to 0)."},
     "momentum": {"type": click.FloatRange(0, 1, max_open=True), "help": "SGD momentum."},
@@ -85,7 +91,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "channels_last": {"help": "Channels-last tensors: faster convolutions on CUDA (on a CPU, torch 2.13's oneDNN "
                               "convolution backward corrupted memory with them, so it is off by default)."},
     "compile": {"help": "torch.compile the model for training and for the attack (minutes of compiling first)."},
-    "device": {"help": "auto, cpu or cuda."},
+    "cuda_graphs": {"help": "Capture the training step as a CUDA graph once and replay it (one GPU, no --compile; "
+                            "ignored with a warning on a CPU)."},
+    "device": {"help": DEVICE_HELP},
     "dist_timeout": {"type": click.FloatRange(min=0, min_open=True),
                      "help": "Seconds a collective waits for the other ranks before naming the one that stopped."},
 }
@@ -125,7 +133,7 @@ def given_options(ctx: click.Context) -> set[str]:
     return {f.name for f in user_fields() if ctx.get_parameter_source(f.name) in sources}
 
 
-@click.command()
+@click.command(cls=Command, renamed={"--objective": "--loss"})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), is_eager=True,
               expose_value=False, callback=replay_config,
               help="Replay a run: take every option from its config.json (options given here override).")
@@ -133,8 +141,9 @@ def given_options(ctx: click.Context) -> set[str]:
 @click.option("--resume", is_flag=True,
               help=f"Continue RUN/supernet.pt where it stopped. Only {RESUME_CHANGES} may differ from the run's.")
 @click.option("--force", is_flag=True, help="Start over even though RUN holds a checkpoint (it is replaced).")
+@quiet_option
 @click.pass_context
-def train(ctx: click.Context, resume: bool, force: bool, **kwargs: Any) -> None:
+def train(ctx: click.Context, resume: bool, force: bool, quiet: bool, **kwargs: Any) -> None:
     """Train one OAT/OATS supernet; writes RUN/supernet.pt, RUN/config.json and RUN/train.log."""
     from oatdeploy.distributed import RankLost
     from oatdeploy.overwrite import check_run_folder
@@ -147,7 +156,7 @@ def train(ctx: click.Context, resume: bool, force: bool, **kwargs: Any) -> None:
     check_run_folder(str(kwargs["out"]), force=force, resume=resume)
     main = os.environ.get("RANK", "0") == "0"
     try:
-        path = run_training(TrainConfig(**kwargs), resume=resume, given=given_options(ctx))
+        path = run_training(TrainConfig(**kwargs), resume=resume, progress=not quiet, given=given_options(ctx))
     except TrainingInterrupted as e:
         if main:
             click.echo(f"stopped after step {e.step}/{e.total}; saved {e.checkpoint}. Resume with the same command "

@@ -59,7 +59,7 @@ class InputSpec:
         check_batch_size(n, self.sample, name)
         if n < self.min_batch or (self.max_batch is not None and n > self.max_batch):
             raise InputError(f"batch of {n} is outside what {name} takes ({self.describe()}); split the batch, "
-                             "or rebuild the engine with a larger --batch max (oatdeploy build-engines)")
+                             "or rebuild the engine with a larger --max-shape (oatdeploy build-engines)")
         if self.takes_lambda:
             if lam_index is None:
                 raise InputError(f"{name} is a shared graph: pass the λ index")
@@ -71,6 +71,18 @@ class InputSpec:
             warnings.warn(f"input to {name} holds NaN or infinite values, so its logits will too; check how the "
                           "images were read and scaled", OatWarning, stacklevel=3)
         return np.ascontiguousarray(x)
+
+
+UNSCALED = ("input values above 1: the models take pixels scaled to [0, 1] (8-bit pixels: x / 255), and images "
+            "scaled to 0-255 are served as given, with wrong answers")
+
+
+def warn_if_unscaled(x: object, stacklevel: int = 3) -> None:
+    """Float pixels left at 0-255 are a valid float32 array that every check accepts and every model gets wrong:
+    say so (once per calling line, Python's default for a warning). Called where users hand in images (the
+    switcher, `Supernet.predict`), not in the runners' timed path."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.size and float(np.max(x)) > 1.01:
+        warnings.warn(UNSCALED, OatWarning, stacklevel=stacklevel)
 
 
 class Runner(ABC):

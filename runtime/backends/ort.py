@@ -12,10 +12,21 @@ from typing import Any
 import numpy as np
 
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME, InputSpec, Runner
-from oatdeploy.runtime.errors import ArtifactError
+from oatdeploy.runtime.errors import ArtifactError, OatError
 
 QUIET = 3  # ORT log severity: errors only (its warnings about unused providers are noise to a user)
 SILENT = 4  # fatal only: for the CUDA probe, whose failure is an expected answer, not an error
+
+
+def onnxruntime_module() -> Any:
+    """`onnxruntime`, or one line naming the extra that brings it (it is an extra: the CPU and the CUDA builds share
+    one module, and a Jetson takes JetPack's build)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise OatError("ONNX Runtime is not installed: pip install 'oatdeploy[cpu]' (or 'oatdeploy[gpu]' for CUDA; "
+                       "on a Jetson, JetPack's onnxruntime-gpu wheel: docs/jetson.md)") from None
+    return onnxruntime
 
 
 def _probe_model() -> bytes:
@@ -32,7 +43,7 @@ def _probe_model() -> bytes:
 @functools.lru_cache(maxsize=None)
 def cuda_usable() -> bool:
     """onnxruntime-gpu lists the CUDA provider even with no GPU or CUDA libraries: load a session and see."""
-    import onnxruntime as ort
+    ort = onnxruntime_module()
 
     from oatdeploy.runtime.device import gpu_name
 
@@ -76,7 +87,7 @@ class OrtRunner(Runner):
 
     def __init__(self, model: bytes, label: str = "model.onnx", device: str = "auto", threads: int | None = None,
                  lam_count: int | None = None) -> None:
-        import onnxruntime as ort
+        ort = onnxruntime_module()
 
         if device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"device must be auto, cuda or cpu, got {device!r}")

@@ -158,5 +158,5 @@ class TensorRTCompiler:
                 feed.free()
         if serialized is None:
             raise OatError(f"TensorRT failed to build {label} ({method}); see its log above. Try a larger "
-                           "--workspace-mb or a smaller --batch max")
+                           "--workspace-mb or a smaller --max-shape")
         return bytes(memoryview(serialized))

@@ -15,10 +15,12 @@ from typing import Any
 
 import click
 
-from oatdeploy.runtime.folder import load_manifest
+from oatdeploy.runtime.commands.options import FORMATS, RENAMED_JSON, Command, warn_renamed
+from oatdeploy.runtime.errors import ArtifactError
+from oatdeploy.runtime.folder import check_file, load_manifest
 from oatdeploy.runtime.manifest import Engine, Manifest
 
-FORMATS = ("table", "json", "csv", "md")
+REPORTS = (*FORMATS, "csv", "md")  # info's formats: those of every command, and two for reports
 TEXT = {"variant", "mode", "attack", "quantized", "engines"}  # left-aligned columns; numbers go right
 
 
@@ -26,7 +28,7 @@ HIDDEN = {"sha256", "verification", "adv_examples", "lam_index"}  # file hashes 
 
 
 def summary(folder: str | Path, manifest: Manifest) -> dict[str, Any]:
-    """The manifest's facts a reader asks for (`info --json`), without file hashes and verification data."""
+    """The manifest's facts a reader asks for (`info --format json`), without file hashes and verification data."""
     variants = []
     for v in manifest.variants:
         facts = {k: x for k, x in v.to_json().items() if k not in HIDDEN}
@@ -153,19 +155,34 @@ def format_table(folder: str | Path, manifest: Manifest) -> str:
     return "\n".join(lines + aligned(latency))
 
 
-@click.command()
+class ReportFormat(click.Choice):
+    """REPORTS, and `table`, the old name of `text`, with a warning."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "table":
+            warn_renamed("--format table", "--format text")
+            return "text"
+        return super().convert(value, param, ctx)
+
+
+@click.command(cls=Command, renamed=RENAMED_JSON)
 @click.argument("deploy", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="csv and md give one row per variant, for reports.")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=ReportFormat(REPORTS), default="text", show_default=True,
+              help="text for reading, json for programs; csv and md give one row per variant, for reports.")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of every file (to inspect a damaged copy).")
-def info(deploy: str, fmt: str, as_json: bool, no_verify: bool) -> None:
+def info(deploy: str, fmt: str, no_verify: bool) -> None:
     """Show what DEPLOY holds: variants with SA/RA and cost, every device's latency, engines, quantized models."""
-    manifest = load_manifest(deploy, check_sha256=not no_verify)  # a whole-folder audit
-    fmt = "json" if as_json else fmt
+    manifest = load_manifest(deploy, check_sha256=False)
+    if not no_verify:  # a whole-folder audit
+        try:
+            for rel, digest in manifest.artifacts():
+                check_file(deploy, rel, digest)
+        except ArtifactError as e:
+            raise ArtifactError(f"{e}; to look at the deployment as it is: oatdeploy info {deploy} --no-verify") \
+                from None
     if fmt == "json":
         click.echo(json.dumps(summary(deploy, manifest), indent=2))
-    elif fmt == "table":
+    elif fmt == "text":
         click.echo(format_table(deploy, manifest))
     else:
         click.echo({"csv": format_csv, "md": format_markdown}[fmt](manifest))

@@ -21,17 +21,21 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from oatdeploy.export.manifest import file_entry, new_manifest, variant_entry, write_manifest
+from oatdeploy.export.manifest import OUTCOMES, file_entry, new_manifest, outcomes_entry, variant_entry, write_manifest
+from oatdeploy.runtime.folder import update_manifest
 from oatdeploy.runtime.manifest import (
     FileRef,
+    Manifest,
     Metrics,
     MetricsSource,
     Model,
     Source,
     ThreatModel,
     Verification,
+    outcome_array,
     variant_id,
 )
+from oatdeploy.runtime.stats import wilson_interval
 
 SHAPE = (1, 8, 8)
 CLASSES = 10
@@ -121,6 +125,25 @@ def make_deployment(folder: Path, mode: str = "folded", samples: int = 32, seed:
     manifest.verification["clean"] = save_npz(folder, "verify/clean.npz", x=x, y=labels)
     write_manifest(folder, manifest)
     return folder
+
+
+def set_outcomes(folder: Path, outcomes: dict[str, tuple[list[bool], list[bool]]]) -> None:
+    """Give variants per-image outcomes (clean, robust) on shared images, as export writes them from eval.json,
+    and the SA/RA and Wilson intervals those outcomes make; variants not named keep no outcomes."""
+    samples = len(next(iter(outcomes.values()))[0])
+    arrays = {outcome_array(vid, kind): np.packbits(np.array(bits, dtype=bool))
+              for vid, pair in outcomes.items() for kind, bits in zip(("clean", "robust"), pair)}
+    ref = save_npz(folder, OUTCOMES, **arrays)
+
+    def edit(m: Manifest) -> None:
+        m.outcomes = outcomes_entry(ref, samples)
+        for v in m.variants:
+            if v.id in outcomes:
+                (sa, ra), n = (sum(b) / samples for b in outcomes[v.id]), samples
+                v.metrics = Metrics(sa, ra, list(wilson_interval(round(sa * n), n)),
+                                    list(wilson_interval(round(ra * n), n)), n, "pgd-2")
+
+    update_manifest(folder, edit)
 
 
 def edit_manifest(folder: Path, edit: Any) -> dict[str, Any]:

@@ -61,8 +61,8 @@ def follow_hints(cli: Run, *original: str) -> tuple[list[str], str]:
 
 
 def test_select_at_batch_8_points_to_profiling_batch_8(folded: Path, cli: Run) -> None:
-    followed, _ = follow_hints(cli, "select", str(folded), "--batch", "8", "--max-latency-ms", "100")
-    assert followed == [f"oatdeploy profile {folded} --backend ort --batch 8"]
+    followed, _ = follow_hints(cli, "select", str(folded), "--batch-size", "8", "--max-latency-ms", "100")
+    assert followed == [f"oatdeploy profile {folded} --backend ort --batch-size 8"]
 
 
 def test_select_int8_before_quantize_points_to_quantize_then_to_an_int8_profile(folded: Path, cli: Run) -> None:
@@ -106,8 +106,8 @@ def test_tensorrt_int8_before_quantize_points_to_quantize_then_build_engines(fol
 def test_tensorrt_at_a_batch_the_engines_do_not_take_points_to_a_build_that_does(folded: Path, cli: Run,
                                                                                tensorrt: Any) -> None:
     build_engines(folded, "fp32", batch_profile=(1, 1, 4), compiler=FakeCompiler(), progress=False)
-    followed, _ = follow_hints(cli, "select", str(folded), "--backend", "trt", "--batch", "8")
-    assert followed == [f"oatdeploy build-engines {folded} --precision fp32 --batch 1,1,8"]
+    followed, _ = follow_hints(cli, "select", str(folded), "--backend", "trt", "--batch-size", "8")
+    assert followed == [f"oatdeploy build-engines {folded} --precision fp32 --max-shape 8x1x8x8"]
 
 
 def test_a_profile_from_another_power_mode_points_to_profiling_in_this_one(folded: Path, cli: Run, tmp_path: Path,
@@ -121,9 +121,9 @@ def test_a_profile_from_another_power_mode_points_to_profiling_in_this_one(folde
                                                           rounds=2)
     slow = power.power_state(jetson_tree(tmp_path / "15w", 0, pinned=False), nvpmodel=None)
     monkeypatch.setattr(power, "power_state", lambda: slow)
-    followed, _ = follow_hints(cli, "select", str(folded), "--batch", "4", "--max-latency-ms", "100",
+    followed, _ = follow_hints(cli, "select", str(folded), "--batch-size", "4", "--max-latency-ms", "100",
                                "--power-mismatch", "refuse")
-    assert followed == [f"oatdeploy profile {folded} --backend ort --batch 4"]
+    assert followed == [f"oatdeploy profile {folded} --backend ort --batch-size 4"]
 
 
 def test_the_device_side_and_its_commands_work_with_torch_blocked(folded: Path, shared: Path) -> None:
@@ -142,8 +142,9 @@ for folder in {[str(folded), str(shared)]!r}:
 from click.testing import CliRunner
 from oatdeploy.cli import cli
 for args in (["profile", folder, "--runs", "5", "--quiet"], ["select", folder, "--max-latency-ms", "1000"],
-             ["bench", "latency", folder, "--runs", "5", "--json"], ["info", folder], ["info", folder, "--json"],
-             ["predict", folder, {str(IMAGES)!r}, "--min-robust-acc", "0", "--json"]):
+             ["bench", "latency", folder, "--runs", "5", "--format", "json"], ["info", folder],
+             ["info", folder, "--format", "json"],
+             ["predict", folder, {str(IMAGES)!r}, "--min-robust-acc", "0", "--format", "json"]):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, (args, result.output, result.exception)
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)

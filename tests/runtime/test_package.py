@@ -166,7 +166,7 @@ CHOICES = {
     frozenset({"weighted", "sampled"}): "oatdeploy/config.py",
     frozenset({"all", "sandwich"}): "oatdeploy/config.py",
     frozenset({"pgd", "apgd-ce", "autoattack"}): "oatdeploy/eval_files.py",
-    frozenset({"table", "json", "csv", "md"}): "runtime/commands/info.py",
+    frozenset({"text", "json"}): "runtime/commands/options.py",
 }
 
 

@@ -13,8 +13,9 @@ import pytest
 from oatdeploy.runtime import NoFeasibleVariant, Variant, pareto_front, select
 from oatdeploy.runtime.device import cpu_name
 from oatdeploy.runtime.folder import read_manifest
-from oatdeploy.runtime.selection import choose
-from tests.runtime.deploykit import edit_manifest, oatdeploy, set_profile
+from oatdeploy.runtime.selection import choose, tied_latency
+from oatdeploy.runtime.stats import intervals_overlap
+from tests.runtime.deploykit import edit_manifest, oatdeploy, set_outcomes, set_profile
 
 
 def random_variants(rng: random.Random, n: int) -> list[Variant]:
@@ -72,7 +73,7 @@ def test_infeasible_names_the_binding_constraint_and_the_closest() -> None:
     assert select(variants, objective="robust").id == "robust"
 
 
-def v(vid: str, sa: float, ra: float, p50: float, sa_ci: tuple | None = None, ra_ci: tuple | None = None,
+def v(vid: str, sa: float, ra: float, p50: float | None, sa_ci: tuple | None = None, ra_ci: tuple | None = None,
       spread: tuple | None = None) -> Variant:
     return Variant(vid, 0.0, 1.0, sa, ra, p50, f"{vid}.onnx", clean_ci95=sa_ci, robust_ci95=ra_ci,
                    latency_spread_ms=spread)
@@ -175,7 +176,7 @@ def test_cli_select_says_how_it_compared(folded: Path) -> None:
     assert "count as tied and the faster wins (--strict compares point estimates)" in done.stdout
     assert "p50 <= 10, on point estimates" in done.stdout and "SA/RA: fp32 (pgd-2 on 32 images)" in done.stdout
     assert done.stdout.startswith("lam0-w0.5 (SA 0.900 [")  # the fastest of those tied with lam0-w1 (SA 0.94)
-    strict = oatdeploy("select", str(folded), "--max-latency-ms", "10", "--strict", "--json")
+    strict = oatdeploy("select", str(folded), "--max-latency-ms", "10", "--strict", "--format", "json")
     assert json.loads(strict.stdout)["id"] == "lam0-w1" and json.loads(strict.stdout)["strict"] is True
 
 
@@ -193,7 +194,7 @@ def test_the_switcher_ties_the_same_way_unless_strict(folded: Path) -> None:
 def test_cli_profile_and_select(folded: Path, tmp_path: Path) -> None:
     result = oatdeploy("profile", str(folded), "--runs", "5", "--quiet")
     assert result.returncode == 0 and "p50 ms" in result.stdout, result.stderr
-    result = oatdeploy("select", str(folded), "--max-latency-ms", "1000", "--min-robust-acc", "0", "--json")
+    result = oatdeploy("select", str(folded), "--max-latency-ms", "1000", "--min-robust-acc", "0", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"].startswith("lam")
     result = oatdeploy("select", str(folded), "--max-latency-ms", "0.000001")
@@ -202,10 +203,125 @@ def test_cli_profile_and_select(folded: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "no manifest.json" in result.stderr
     result = oatdeploy("profile", str(folded), "--backend", "trt")
     assert result.returncode == 2 and "TensorRT" in result.stderr and "Traceback" not in result.stderr
-    result = oatdeploy("bench", "latency", str(folded), "--runs", "5", "--json")
+    result = oatdeploy("bench", "latency", str(folded), "--runs", "5", "--format", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["variants"]) == 6 and all(r["p50_ms"] > 0 for r in report["variants"])
     (folded / "manifest.json").write_text("{not json")
     result = oatdeploy("select", str(folded), "--min-robust-acc", "0.1")
     assert result.returncode == 2 and "not valid JSON" in result.stderr and "Traceback" not in result.stderr
+
+
+N = 300  # test images every variant below was scored on
+
+
+def right_on(*ranges: tuple[int, int]) -> list[bool]:
+    """Per image of N, whether a variant got it right: right exactly on the given [start, stop) ranges."""
+    return [any(a <= i < b for a, b in ranges) for i in range(N)]
+
+
+def as_bits(outcomes: list[bool]) -> int:
+    return int("".join("1" if o else "0" for o in outcomes), 2)
+
+
+def scored(vid: str, p50: float | None, clean: list[bool], robust: list[bool] | None = None,
+           images: str = "fp32:eval") -> Variant:
+    """A variant whose SA/RA, Wilson intervals and per-image outcomes all come from the same N images."""
+    from oatdeploy.runtime.selection import PerImage
+    from oatdeploy.runtime.stats import wilson_interval
+
+    robust = robust if robust is not None else right_on((0, 120))
+    k, r = sum(clean), sum(robust)
+    return Variant(vid, 0.0, 1.0, k / N, r / N, p50, f"{vid}.onnx", clean_ci95=wilson_interval(k, N),
+                   robust_ci95=wilson_interval(r, N), outcomes=PerImage(images, N, as_bits(clean), as_bits(robust)))
+
+
+BEST = right_on((0, 225))  # SA 0.750
+EIGHT_LOWER = right_on((0, 191), (225, 235))  # SA 0.670: 34 images only BEST gets right, 10 only this one
+INDISTINGUISHABLE = right_on((0, 215), (225, 232))  # SA 0.740: 10 only BEST, 7 only this one
+MORE_ACCURATE = right_on((0, 240))  # SA 0.800
+
+
+def three() -> tuple[Variant, Variant, Variant]:
+    """slow: the best SA, over a 4 ms budget; best: the best within it; near: faster, 1 point below best."""
+    return scored("slow", 5.0, MORE_ACCURATE), scored("best", 3.0, BEST), scored("near", 1.5, INDISTINGUISHABLE)
+
+
+def test_eight_points_apart_on_300_images_the_better_sa_wins_though_intervals_overlap() -> None:
+    slow, best, fast = scored("slow", 5.0, MORE_ACCURATE), scored("best", 3.0, BEST), scored("fast", 1.0, EIGHT_LOWER)
+    assert intervals_overlap(best.clean_ci95, fast.clean_ci95)  # the old rule called this a tie: fast won
+    choice = choose([slow, best, fast], max_latency_ms=4.0)  # latency binds: slow (SA 0.80) is over it
+    assert choice.variant.id == "best"
+    assert dict(choice.paired_p)["fast"] < 0.05
+    assert any("latency binds (slow is over it), but a paired test on the 300 shared images tells each faster "
+               "variant from best" in r for r in choice.reasons())
+    assert select([best, fast]).id == "best"  # no budget: the highest SA
+
+
+def test_indistinguishable_on_the_shared_images_the_faster_serves_when_latency_binds() -> None:
+    slow, best, near = three()
+    choice = choose([slow, best, near], max_latency_ms=4.0)
+    assert choice.variant.id == "near" and choice.best.id == "best"
+    line = [r for r in choice.reasons() if r.startswith("tie:")]
+    assert len(line) == 1 and "latency binds (slow, SA 0.800, is over it)" in line[0]
+    assert "cannot tell near from the best, best (exact McNemar p = 0.63 >= 0.05), so the faster near serves" in line[0]
+
+
+def test_latency_that_does_not_bind_never_trades_accuracy_for_speed() -> None:
+    best, near = scored("best", 3.0, BEST), scored("near", 1.5, INDISTINGUISHABLE)
+    choice = choose([best, near], max_latency_ms=4.0)  # both meet it: nothing better is kept out
+    assert choice.variant.id == "best"
+    assert any("latency does not bind" in r for r in choice.reasons())
+    nobudget = choose([best, near])
+    assert nobudget.variant.id == "best" and any("no latency limit" in r for r in nobudget.reasons())
+    # the issue's case: a robustness limit, a latency limit every variant meets
+    assert select([best, near, scored("robust", 0.5, EIGHT_LOWER, right_on((0, 200)))], max_latency_ms=4.0,
+                  min_robust_acc=0.35).id == "best"
+
+
+def test_strict_says_what_it_did_in_one_line() -> None:
+    slow, best, near = three()
+    choice = choose([slow, best, near], max_latency_ms=4.0, strict=True)
+    assert choice.variant.id == "best"
+    assert [r for r in choice.reasons() if "strict" in r] == [
+        "strict: the highest SA point estimate wins, ties to the lower p50; no paired test, no latency tie-break"]
+
+
+def test_without_shared_outcomes_the_old_rule_decides_and_says_so() -> None:
+    slow, best, near = three()
+    old = [Variant(u.id, u.lam, u.width, u.clean_acc, u.robust_acc, u.latency_ms, u.path, clean_ci95=u.clean_ci95,
+                   robust_ci95=u.robust_ci95) for u in (slow, best, near)]
+    choice = choose(old, max_latency_ms=4.0)
+    assert any(r.startswith("no per-image outcomes to pair SAs on") for r in choice.reasons())
+    other_images = scored("near", 1.5, INDISTINGUISHABLE, images="int8:verify")  # not the same images: no pairing
+    assert any("falling back" in r for r in choose([best, other_images]).reasons())
+
+
+def test_unprofiled_latencies_are_not_a_latency_tie() -> None:
+    a = v("a", 0.80, 0.30, None, (0.75, 0.85), (0.25, 0.35))
+    b = v("b", 0.80, 0.50, None, (0.75, 0.85), (0.45, 0.55))
+    reasons = choose([a, b]).reasons()
+    assert not any("p50" in r for r in reasons), reasons  # "p50 n/a" twice is not "within the spread"
+    assert not tied_latency(a, b)
+
+
+def test_cli_select_pairs_the_variants_on_the_exported_outcomes(folded: Path) -> None:
+    """A real deployment (ONNX graphs, manifest, sha256-checked outcomes file), profiled 1.0, 1.1, ... ms."""
+    with_intervals_and_a_profile(folded)
+    set_outcomes(folded, {"lam0-w0.5": (INDISTINGUISHABLE, right_on((0, 90))),
+                          "lam0.4-w0.5": (EIGHT_LOWER, right_on((0, 120))),
+                          "lam1-w0.5": (BEST, right_on((0, 150))),
+                          "lam0-w1": (MORE_ACCURATE, right_on((0, 100))),
+                          "lam0.4-w1": (right_on((0, 210)), right_on((0, 130))),
+                          "lam1-w1": (right_on((0, 180)), right_on((0, 160)))})
+    done = oatdeploy("select", str(folded), "--max-latency-ms", "1.25")  # lam0-w1 (SA 0.80, 1.3 ms) is over it
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("lam0-w0.5 (SA 0.740"), done.stdout
+    assert "cannot tell lam0-w0.5 from the best, lam1-w0.5 (exact McNemar p = 0.63" in done.stdout
+    strict = oatdeploy("select", str(folded), "--max-latency-ms", "1.25", "--strict", "--format", "json")
+    assert json.loads(strict.stdout)["id"] == "lam1-w0.5"
+    loose = json.loads(oatdeploy("select", str(folded), "--max-latency-ms", "10", "--format", "json").stdout)
+    assert loose["id"] == "lam0-w1" and loose["lambda"] == 0.0 and "lam" not in loose
+    (folded / "outcomes.npz").write_bytes(b"changed")
+    damaged = oatdeploy("select", str(folded))
+    assert damaged.returncode == 2 and "outcomes.npz does not match its sha256" in damaged.stderr

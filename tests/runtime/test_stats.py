@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from fractions import Fraction
+from math import factorial
 
 import pytest
 
-from oatdeploy.runtime.stats import intervals_overlap, paired_difference_interval, wilson_interval
+from oatdeploy.runtime.stats import intervals_overlap, mcnemar_exact, paired_difference_interval, wilson_interval
 
 
 def test_wilson_interval_matches_the_textbook_values() -> None:
@@ -34,3 +36,15 @@ def test_paired_difference_is_tighter_than_the_separate_intervals() -> None:
     assert intervals_overlap(wa, wb)  # the separate intervals cannot tell
     with pytest.raises(ValueError):
         paired_difference_interval(a, b[:10])
+
+
+def test_mcnemar_exact_is_the_doubled_binomial_tail() -> None:
+    assert mcnemar_exact(0, 5) == 0.0625  # 2 * (1/2)^5: five discordant images, all one way
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(1, 0) == 1.0
+    assert mcnemar_exact(40, 16) == pytest.approx(0.0018415547884925, rel=1e-12)  # scipy.stats.binomtest
+    for a, b in [(7, 2), (2, 7), (12, 30), (100, 1300)]:
+        n, k = a + b, min(a, b)
+        tail = sum(Fraction(factorial(n), factorial(i) * factorial(n - i)) for i in range(k + 1)) / 2 ** n
+        assert mcnemar_exact(a, b) == pytest.approx(float(min(1, 2 * tail)), rel=1e-9)
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 3)
