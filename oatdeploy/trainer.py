@@ -522,10 +522,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         cfg = resumed_config(payload["config"], cfg, given, str(ckpt))
         if "data_dir" not in given:
             cfg.data_dir = datasets.data_dir_for(None, payload["config"])
-        done = int((payload.get("trainer") or {}).get("step", 0))
-        if cfg.max_steps is not None and cfg.max_steps < done:
-            raise OatError(f"--resume --max-steps {cfg.max_steps}: {ckpt} has already run {done} steps; pass a "
-                           f"--max-steps above {done} to train further, or leave it out to finish the run")
     train_set = datasets.load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_limit,
                                       val_split=cfg.val_split)
     if cfg.dist_timeout <= 0:
