@@ -11,7 +11,8 @@ import numpy as np
 
 from oatdeploy.runtime import folder
 from oatdeploy.runtime.atomic import sha256_file
-from oatdeploy.runtime.checks import Invalid
+from oatdeploy.runtime.checks import Invalid, non_finite
+from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import (
     FORMAT,
     OUTCOME_KINDS,
@@ -36,7 +37,7 @@ from oatdeploy.runtime.manifest import (
 
 def file_entry(deploy: Path, rel: str) -> FileRef:
     """A file inside the deployment folder (paths are relative to the manifest) and its sha256."""
-    return FileRef(rel, sha256_file(deploy / rel))
+    return FileRef(rel, sha256_file(deploy / rel), (deploy / rel).stat().st_size)
 
 
 def metrics_source(report: dict[str, Any] | None, origin: str | None) -> MetricsSource:
@@ -102,12 +103,20 @@ def variant_entry(deploy: Path, lam: float, width: float, mode: str, onnx: str, 
 
 
 def write_manifest(deploy: str | Path, manifest: Manifest) -> Path:
-    """Check the manifest with the schema the device reads it with, then write-and-rename `deploy/manifest.json`.
-    A manifest the reader would refuse is a bug here, not a user error."""
+    """Check the manifest with the schema the device reads it with (NaN and infinities included, which the
+    reader's JSON parser refuses), then write-and-rename `deploy/manifest.json`. Export calls this in its staging
+    folder, so a manifest the device would refuse never replaces a deployment. What fails here came from the
+    evaluation export read (the rest export computes itself)."""
+    data = manifest.to_json()
     try:
-        parse_manifest(manifest.to_json())
+        parse_manifest(data)
+        where = non_finite(data)
+        if where:
+            raise Invalid(where, "is not a finite number")
     except Invalid as e:
-        raise ValueError(f"export built a manifest its reader refuses: {e}") from None
+        source = manifest.metrics_source.origin if manifest.metrics_source else None
+        fix = (f"fix or re-create {source} (`oatdeploy eval`)" if source else "please report it")
+        raise ArtifactError(f"export refuses to write a manifest the device would refuse: {e}; {fix}") from None
     return folder.write_manifest(deploy, manifest)
 
 

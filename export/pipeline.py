@@ -7,12 +7,14 @@ never touches an existing deployment.
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
+import re
 import shutil
 import sys
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -37,8 +39,11 @@ from oatdeploy.export.manifest import (
     write_manifest,
 )
 from oatdeploy.export.onnx_export import export_onnx
-from oatdeploy.runtime.atomic import atomic_save, fsync_dir, sha256_file
+from oatdeploy.runtime.artifacts import BUILD_LOCK, MANAGED
+from oatdeploy.runtime.atomic import atomic_save, sha256_file
+from oatdeploy.runtime.checks import is_number
 from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.folder import LOCKNAME, locked, read_manifest
 from oatdeploy.runtime.manifest import (
     FILENAME,
     MODES,
@@ -50,7 +55,10 @@ from oatdeploy.runtime.manifest import (
     VariantEntry,
     variant_id,
 )
+from oatdeploy.runtime.replace import new_staging, recover, swap_in
 from oatdeploy.supernet import Supernet
+
+TEMPORARY = re.compile(r"^\..*\.(tmp|pending)$")  # atomic_path's and write_artifact's files of a killed write
 
 
 def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | None) -> dict[str, Any] | None:
@@ -63,10 +71,13 @@ def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | 
     try:
         report = json.loads(path.read_text())
         sha, rows = report.get("checkpoint_sha256"), report["results"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        flaw = report_flaw(report)
+    except (ValueError, RecursionError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        flaw = "is not JSON holding an object with results"
+    if flaw:
         if eval_json:
-            raise OatError(f"{path} is not an eval.json written by `oatdeploy eval`; re-run it") from None
-        tqdm.write(f"warning: ignoring {path}: not an eval.json written by `oatdeploy eval`", file=sys.stderr)
+            raise OatError(f"{path} {flaw}: it is not an eval.json as `oatdeploy eval` writes it; re-run that")
+        tqdm.write(f"warning: ignoring {path}: it {flaw}", file=sys.stderr)
         return None
     if sha != checkpoint_sha or not rows:
         if eval_json:
@@ -74,6 +85,26 @@ def load_metrics(checkpoint: Path, checkpoint_sha: str, eval_json: str | Path | 
         tqdm.write(f"warning: ignoring {path}: it was computed for another checkpoint", file=sys.stderr)
         return None
     return report
+
+
+def report_flaw(report: dict[str, Any]) -> str | None:
+    """What keeps an evaluation's structure from being read (its values are checked by the manifest's schema)."""
+    attack = report.get("attack")
+    if not isinstance(attack, dict) or not isinstance(attack.get("name"), str):
+        return "has no attack object with a name"
+    if isinstance(report.get("num_samples"), bool) or not isinstance(report.get("num_samples"), int):
+        return "has no whole num_samples"
+    rows = report.get("results")
+    if not isinstance(rows, list):
+        return "has no list of results"
+    for i, row in enumerate(rows):
+        missing = [k for k in ("lambda", "width", "clean_acc", "robust_acc")
+                   if not isinstance(row, dict) or k not in row]
+        if missing:
+            return f"has results[{i}] without {', '.join(missing)}"
+        if not all(is_number(row[k]) for k in ("lambda", "width")):
+            return f"has results[{i}] whose lambda or width is not a number"
+    return None
 
 
 def save_npz(folder: Path, rel: str, **arrays: np.ndarray) -> FileRef:
@@ -93,21 +124,60 @@ def default_permissions(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def swap_in(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging` with two renames; the old deployment is deleted only afterwards."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
+def deployment_owned(old: Path) -> Callable[[str], bool]:
+    """Which files of an existing deployment export or the device wrote: what its manifest names, the manifest,
+    the locks, verify/ and the device's managed folders; without a readable manifest, also top-level graphs and
+    calib.npz. Everything else (a user's info.md, notes, plots) is the user's."""
     try:
-        os.replace(staging, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        named = {ref.path for _, ref in read_manifest(old).files()}
+    except OatError:
+        named = None
+    fixed = {FILENAME, LOCKNAME, BUILD_LOCK, "calib.npz"}
+
+    def owned(rel: str) -> bool:
+        parts = PurePosixPath(rel).parts
+        if rel in fixed or parts[0] in (*MANAGED, "verify") or TEMPORARY.match(parts[-1]):
+            return True
+        return rel in named if named is not None else len(parts) == 1 and rel.endswith(".onnx")
+
+    return owned
+
+
+def keep_user_files(old: Path, staging: Path) -> list[str]:
+    """Link (or copy) into the new deployment every file of the old one that no deployment wrote; refuses, before
+    anything is replaced, when the new deployment has a file of the same name."""
+    owned = deployment_owned(old)
+    theirs = [p for p in sorted(old.rglob("*")) if not p.is_dir() or p.is_symlink()]
+    theirs = [p for p in theirs if not owned(p.relative_to(old).as_posix())]
+    clash = [p.relative_to(old).as_posix() for p in theirs if os.path.lexists(staging / p.relative_to(old))]
+    if clash:
+        raise OatError(f"{old} holds {', '.join(clash)}, which the new export also writes; move "
+                       f"{'them' if len(clash) > 1 else 'it'} out of the deployment folder, then export again")
+    for p in theirs:
+        target = staging / p.relative_to(old)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(p, target, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(p, target, follow_symlinks=False)
+    return [p.relative_to(old).as_posix() for p in theirs]
+
+
+def install(staging: Path, out: Path) -> list[str]:
+    """Swap the finished deployment in (`replace.swap_in`) under the deployment's lock, keeping the user's files;
+    returns those kept. A concurrent export that creates `out` first is waited for, then replaced."""
+    while True:
+        if out.is_dir() and any(out.iterdir()):
+            with locked(out):
+                kept = keep_user_files(out, staging)
+                swap_in(staging, out)
+            return kept
+        try:
+            swap_in(staging, out)
+            return []
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
 
 
 def check_target(out: Path) -> None:
@@ -121,18 +191,20 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
                       tolerance: float | None = None, data_dir: str | None = None, device: str = "auto") -> Manifest:
     """Export every (λ, width) of a checkpoint into `out`; returns the manifest that was written.
 
-    `tolerance` (max |Δlogit| under ONNX Runtime, default `parity.DEFAULT_TOLERANCE`), `data_dir` (default:
-    the run's) and `device` (where the verification attack and `--evaluate` run; devices.resolve_device) are
-    keyword-only extras.
+    `tolerance` (max |Δlogit| under ONNX Runtime, default `parity.DEFAULT_TOLERANCE`, plus
+    `parity.RELATIVE_TOLERANCE` × max |logit|), `data_dir` (default: the run's) and `device` (where the
+    verification attack and `--evaluate` run; devices.resolve_device) are keyword-only extras.
     """
     if mode not in MODES:
         raise OatError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     checkpoint, out = Path(checkpoint), Path(out)
     dev = resolve_device(device)
+    for line in recover(out):
+        print(line, file=sys.stderr)
     check_target(out)
     sn = load_supernet(checkpoint)
     ckpt_sha = sha256_file(checkpoint)
-    data_dir = data_dir or sn.config.get("data_dir")
+    data_dir = datasets.data_dir_for(data_dir, sn.config)
     test = datasets.load_dataset(sn.config["dataset"], data_dir=data_dir, split="test", limit=verify_samples)
     calib = datasets.load_dataset(sn.config["dataset"], data_dir=data_dir, split="train", limit=calib_samples)
     report, origin = load_metrics(checkpoint, ckpt_sha, eval_json), str(eval_json or checkpoint.with_name("eval.json"))
@@ -141,7 +213,7 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
 
         report, origin = run_evaluation(checkpoint, data_dir=data_dir, progress=progress, device=device), "evaluate"
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    staging = new_staging(out)
     try:
         eps = float(sn.config["eps"])
         manifest = new_manifest(
@@ -162,7 +234,9 @@ def export_deployment(checkpoint: str | Path, out: str | Path, mode: str = "fold
             manifest.outcomes = outcomes_entry(save_npz(staging, OUTCOMES, **per_image), int(report["num_samples"]))
         write_manifest(staging, manifest)
         default_permissions(staging)
-        swap_in(staging, out)
+        kept = install(staging, out)
+        if kept:
+            print(f"kept in {out} what the deployment did not write: {', '.join(kept)}", file=sys.stderr)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

@@ -35,7 +35,11 @@ def save_checkpoint(path: str | os.PathLike, model: OATModel, config: dict[str, 
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "trainer": trainer_state or {},
     }
-    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    try:
+        atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    except RuntimeError as e:  # torch's inline_container reports a failed write (a full disk) as RuntimeError
+        raise ArtifactError(f"could not write {path} ({str(e).splitlines()[0][:200]}): is the disk full? Free some "
+                            "space and run again; the previous checkpoint is untouched") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -60,7 +64,48 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise ArtifactError(f"{path} is an incomplete oatdeploy checkpoint (missing {', '.join(missing)}); "
                             "point to the supernet.pt that `oatdeploy train` wrote, or copy it again")
+    flaw = payload_flaw(payload)
+    if flaw:
+        raise ArtifactError(f"{path} is not a checkpoint `oatdeploy train` wrote: {flaw}; point to the supernet.pt "
+                            "that `oatdeploy train` wrote, or copy it again")
     return payload
+
+
+def _numbers(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high for v in value)
+
+
+def _count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def payload_flaw(payload: dict[str, Any]) -> str | None:
+    """What in a checkpoint's config or tensors cannot build a supernet (checked before anything is built)."""
+    config, model, encoding = payload["config"], payload["model"], payload["encoding"]
+    if not isinstance(config, dict):
+        return "its config is not an object"
+    checks = {
+        "arch": isinstance(config["arch"], str),
+        "widths": _numbers(config["widths"], 1e-6, 1.0),
+        "lambdas": _numbers(config["lambdas"], 0.0, 1.0),
+        "num_classes": _count(config["num_classes"], 2),
+        "input_shape": isinstance(config["input_shape"], list) and len(config["input_shape"]) == 3
+        and all(_count(v, 1) for v in config["input_shape"]),
+        "enc_dim": _count(config["enc_dim"], 1),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        return f"config {', '.join(f'{k}={config[k]!r}'[:80] for k in bad)} (widths in (0, 1], lambdas in [0, 1], " \
+               "num_classes >= 2, input_shape [C, H, W])"
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        return f"its model is a {type(model).__name__}, not a dict of named tensors"
+    want = (len(config["lambdas"]), config["enc_dim"])
+    if not isinstance(encoding, torch.Tensor) or tuple(encoding.shape) != want:
+        shape = tuple(encoding.shape) if isinstance(encoding, torch.Tensor) else type(encoding).__name__
+        return f"its λ encoding is {shape}, not {want} (one row of enc_dim per λ)"
+    return None
 
 
 def unreadable_reason(path: Path, error: Exception) -> str:

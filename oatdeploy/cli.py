@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal err
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import warnings
@@ -40,6 +41,30 @@ def show_warning(message: Any, category: Any, filename: str, lineno: int, file: 
         click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
 
 
+# What the operating system said, and what to do; every write is atomic, so nothing good was replaced.
+OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space and run it again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space and run it again"),
+    errno.EACCES: ("permission denied", "run it as a user who may write there, or choose another path"),
+    errno.EPERM: ("operation not permitted", "run it as a user who may write there, or choose another path"),
+    errno.EROFS: ("a read-only file system", "choose a path on a writable file system"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
+    errno.ENAMETOOLONG: ("the path is too long", "choose a shorter path"),
+    errno.EISDIR: ("it is a folder, not a file", "name a file"),
+    errno.EEXIST: ("it exists and is not a folder", "choose another path"),
+}
+
+
+def os_error_line(e: OSError) -> str | None:
+    """One line for an OSError a user can fix (disk full, no permission, read-only, a file in the path)."""
+    known = OS_ERRORS.get(e.errno or 0)
+    if known is None:
+        return None
+    verb = "write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "use"
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot {verb}{where}: {known[0]}; {known[1]} (nothing that was there before was replaced)"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps user errors to exit 2 with one clear line."""
     warnings.showwarning = show_warning
@@ -59,6 +84,20 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except FileNotFoundError as e:
         click.echo(f"error: file not found: {e.filename or e}. Check the path.", err=True)
+        sys.exit(2)
+    except OSError as e:
+        line = os_error_line(e)
+        if line is None:
+            raise
+        click.echo(f"error: {line}", err=True)
+        sys.exit(2)
+    except RecursionError:
+        click.echo("error: an input file nests its values too deeply to be one oatdeploy wrote; check the file",
+                   err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("error: out of memory; use a smaller batch, fewer samples, or a machine with more memory",
+                   err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         interrupted()

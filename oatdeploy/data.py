@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
-import pickle
 import struct
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from oatdeploy.pickle_data import load_data_pickle
 from oatdeploy.runtime.errors import DatasetMissing, OatError
 
 FMNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -134,11 +135,36 @@ def load_cifar10(data_dir: Path | None, split: str) -> tuple[np.ndarray, np.ndar
                              "https://www.cs.toronto.edu/~kriz/cifar.html and pass its cifar-10-batches-py folder")
     xs, ys = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")  # the format's own encoding; files are local
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        x, y = read_cifar10_batch(folder / name)
+        xs.append(x)
+        ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One python batch ({b"data": uint8 [N, 3072], b"labels": [N ints], ...}), parsed without running anything."""
+    batch = load_data_pickle(path)
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise OatError(f"{path}: no uint8 b'data' array of [N, 3072] images; use the original cifar-10-batches-py "
+                       "files")
+    if not isinstance(labels, list) or len(labels) != len(data) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10 for v in labels):
+        raise OatError(f"{path}: b'labels' is not a list of {len(data)} classes 0–9; use the original "
+                       "cifar-10-batches-py files")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def data_dir_for(typed: str | Path | None, config: dict) -> str | Path | None:
+    """The data folder: the one the user typed, else the run's (saying so, since nobody typed it here)."""
+    if typed:
+        return typed
+    stored = config.get("data_dir")
+    if stored:
+        print(f"reading {config.get('dataset', 'the dataset')} from {stored} (the run's data_dir; pass --data-dir "
+              "to use another folder)", file=sys.stderr)
+    return stored
 
 
 def load_svhn(data_dir: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -241,7 +241,8 @@ def run_evaluation(checkpoint: str | Path, pgd_steps: int = 20, eps: float | Non
     sn = load_supernet(checkpoint).to(dev)
     cfg = sn.config
     split = "val" if val_split else "test"
-    data = datasets.load_dataset(cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"), split=split, limit=limit)
+    folder = datasets.data_dir_for(data_dir, cfg)
+    data = datasets.load_dataset(cfg["dataset"], data_dir=folder, split=split, limit=limit)
     robust = make_attack(attack, float(cfg["eps"] if eps is None else eps), sn.num_classes, pgd_steps, batch_size,
                          progress)
     extra = {"dataset": cfg["dataset"], "split": split, "split_note": datasets.split_note(cfg["dataset"], split, False),

@@ -518,7 +518,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         if not ckpt.is_file():
             raise OatError(f"--resume: no checkpoint at {ckpt}; start without --resume")
         payload = read_checkpoint(ckpt)
-        cfg = resumed_config(payload["config"], cfg, changed_from_default(cfg) if given is None else given, str(ckpt))
+        given = changed_from_default(cfg) if given is None else given
+        cfg = resumed_config(payload["config"], cfg, given, str(ckpt))
+        if "data_dir" not in given:
+            cfg.data_dir = datasets.data_dir_for(None, payload["config"])
     train_set = datasets.load_dataset(cfg.dataset, data_dir=cfg.data_dir, split="train", limit=cfg.train_limit,
                                       val_split=cfg.val_split)
     if cfg.dist_timeout <= 0:

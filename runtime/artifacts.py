@@ -29,7 +29,13 @@ def build_lock(folder: PathLike) -> Iterator[None]:
     """One build-engines or quantize at a time per deployment; a second one stops at once, saying why."""
     import fcntl
 
-    fd = os.open(Path(folder) / BUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(Path(folder) / BUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+        raise OatError(f"cannot write in {folder} ({e.strerror}); run this command as a user who may change the "
+                       "deployment, or on a writable copy") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -58,9 +58,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; if the block succeeds, fsync it and rename it over `path`.
 
     The result keeps the mode of the file it replaces (or gets 0666 minus the umask for a new file),
-    whatever mode the writer inside the block used.
+    whatever mode the writer inside the block used. A symlink at `path` is written through: its target is
+    replaced, the link stays.
     """
     path = Path(path)
+    if path.is_symlink():  # write through the link, as open() would, rather than replace it by a file
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, mode = _create_temp(path)
     with contextlib.suppress(FileNotFoundError):
@@ -91,13 +94,48 @@ def atomic_save(path: PathLike, writer: Callable[[Path], object]) -> None:
         writer(tmp)
 
 
+def open_regular(path: PathLike) -> int:
+    """A read-only descriptor of `path`, refusing what is not a regular file: a FIFO (opened without blocking,
+    then refused, never read), a device or a socket. Raises `NotRegular` (an OSError) for those."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegular(f"{path} is not a regular file (a FIFO, device or socket)")
+    return fd
+
+
+class NotRegular(OSError):
+    """A path that names a FIFO, device or socket where a file was expected."""
+
+
+def read_bounded(path: PathLike, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; `TooLarge` (an OSError) before reading more."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise TooLarge(size, limit)
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew while being read
+        raise TooLarge(len(data), limit)
+    return data
+
+
+class TooLarge(OSError):
+    """A file larger than the bound a reader sets."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size:,} bytes, more than the {limit:,} allowed")
+        self.size, self.limit = size, limit
+
+
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         block = f.read(chunk)
         while block:
             h.update(block)

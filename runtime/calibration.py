@@ -8,16 +8,16 @@ bytes are hashed and then parsed from memory, never re-read. Torch-free, Python 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from oatdeploy.runtime.atomic import PathLike, sha256_bytes
+from oatdeploy.runtime.arrays import npz_arrays
+from oatdeploy.runtime.atomic import PathLike, read_bounded, sha256_bytes
 from oatdeploy.runtime.backends.base import INPUT_NAME, LAM_INDEX_NAME
 from oatdeploy.runtime.errors import ArtifactError
-from oatdeploy.runtime.folder import read_verified
+from oatdeploy.runtime.folder import MAX_ARTIFACT_BYTES, read_verified
 from oatdeploy.runtime.manifest import Manifest
 
 
@@ -29,29 +29,25 @@ def calibration_bytes(deploy_dir: PathLike, manifest: Manifest, source: PathLike
     """
     if source is not None:
         path = Path(source)
-        if not path.is_file():
-            raise ArtifactError(f"--calib-data {path} does not exist; give an .npz holding an 'x' array of images "
-                                "[N, C, H, W] in [0, 1], or leave it out to use DEPLOY/calib.npz")
-        data = path.read_bytes()
+        try:
+            data = read_bounded(path, MAX_ARTIFACT_BYTES)
+        except OSError as e:
+            why = "does not exist" if isinstance(e, FileNotFoundError) else f"cannot be read ({e})"
+            raise ArtifactError(f"--calib-data {path} {why}; give an .npz file holding an 'x' array of images "
+                                "[N, C, H, W] in [0, 1], or leave it out to use DEPLOY/calib.npz") from None
         return data, sha256_bytes(data)
     entry = manifest.calibration
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no calibration images; re-export with "
                             "`oatdeploy export` (it writes calib.npz) or pass --calib-data")
-    return read_verified(deploy_dir, entry.path, entry.sha256), entry.sha256
+    return read_verified(deploy_dir, entry.path, entry.sha256, entry.size), entry.sha256
 
 
 def parse_images(data: bytes, label: str, input_shape: tuple[int, ...], limit: int | None,
                  user_file: bool) -> np.ndarray:
     """The `x` array of a checked calibration .npz, as float32 [N, *input_shape] (no pickles are loaded)."""
     fix = "write x as float32 [N, C, H, W] in [0, 1]" if user_file else "re-export the deployment"
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if "x" not in npz:
-                raise ArtifactError(f"{label} has no 'x' array; {fix}")
-            x = npz["x"]
-    except (ValueError, OSError) as e:
-        raise ArtifactError(f"{label} is not a readable .npz ({e}); {fix}") from None
+    x = npz_arrays(data, label, ["x"], fix)["x"]
     x = np.ascontiguousarray(x[:limit] if limit else x, dtype=np.float32)
     if x.ndim != 4 or not len(x) or tuple(x.shape[1:]) != tuple(input_shape):
         dims = ", ".join(map(str, input_shape))

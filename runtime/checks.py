@@ -187,6 +187,18 @@ def no_duplicate_keys(pairs: list) -> dict[str, Any]:
     return out
 
 
+def non_finite(value: Any, where: str = "") -> str | None:
+    """Where the first NaN or infinity inside a JSON value is (export refuses to write one), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "the value"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite(item, f"{where}[{key}]" if isinstance(key, int) else at(where, key))
+        if found:
+            return found
+    return None
+
+
 def check_header(data: Any, path: Any, what: str, fmt: str, version: int, fix: str) -> None:
     """Refuse a file that is not a `fmt` object (a foreign file) or is another version of it, in one line."""
     if not isinstance(data, dict) or data.get("format") != fmt:

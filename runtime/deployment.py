@@ -19,8 +19,10 @@ import numpy as np
 
 from oatdeploy.runtime import power
 from oatdeploy.runtime import profile as profiling
+from oatdeploy.runtime.arrays import npz_arrays
 from oatdeploy.runtime.atomic import PathLike
 from oatdeploy.runtime.backends import BACKENDS, get_runner, require_tensorrt
+from oatdeploy.runtime.backends.base import check_batch_size
 from oatdeploy.runtime.device import device_name, latency_key, without_power_mode
 from oatdeploy.runtime.errors import ArtifactError, OatError, OatWarning
 from oatdeploy.runtime.folder import check_file, read_manifest, read_verified, update_variants
@@ -236,11 +238,11 @@ class Deployment:
 
     def sample_input(self, batch: int) -> np.ndarray:
         """Real test images saved at export time, tiled to the batch size (timings on real data)."""
+        check_batch_size(batch, tuple(self.input_shape), "a variant")
         clean = self.manifest.verification.get("clean")
         if clean:
-            data = read_verified(self.folder, clean.path, clean.sha256)
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                x = npz["x"].astype(np.float32)
+            data = read_verified(self.folder, clean.path, clean.sha256, clean.size)
+            x = npz_arrays(data, f"{self.folder}/{clean.path}", ["x"], "re-export the deployment")["x"]
         else:
             x = np.random.default_rng(0).random((1, *self.input_shape), dtype=np.float32)
         return np.resize(x, (batch, *x.shape[1:]))
@@ -295,7 +297,7 @@ class Deployment:
             for r in by_id.get(v.id, []):
                 v.latency[r.key] = replace(r.latency, power=self.power_state)
 
-        self.manifest = update_variants(self.folder, edit)
+        self.manifest = update_variants(self.folder, edit, self.manifest)
 
     def switcher(self, backend: str | None = None, precision: str | None = None, budget: Budget | None = None,
                  batch: int | None = None, max_loaded: int | None = None, window: int = 50, history: int = 0,

@@ -187,7 +187,7 @@ def read_cache(folder: Path, entry: EngineCache | None) -> bytes | None:
         return None
 
 
-def record_cache(folder: Path, kind: str, data: bytes | None, stem: str, here: dict[str, Any],
+def record_cache(folder: Path, expect: Manifest, kind: str, data: bytes | None, stem: str, here: dict[str, Any],
                  onnx: str | None = None, calibration_sha256: str | None = None) -> None:
     """Write a cache under a new name and record it in place of the one made for the same device (and graph)."""
     if not data:
@@ -199,17 +199,17 @@ def record_cache(folder: Path, kind: str, data: bytes | None, stem: str, here: d
         kept = [c for c in manifest.engine_caches if not c.matches(kind, here, onnx, calibration_sha256)]
         manifest.engine_caches = [*kept, entry]
 
-    update_manifest(folder, edit)
+    update_manifest(folder, edit, expect)
 
 
-def record_engine(folder: Path, job: GraphJob, engine: Engine) -> Manifest:
+def record_engine(folder: Path, expect: Manifest, job: GraphJob, engine: Engine) -> Manifest:
     """Add the engine to the variants it serves, in place of the same precision's build for this device."""
     def edit(manifest: Manifest) -> None:
         for v in manifest.variants:
             if v.id in job.variants:
                 v.engines = [e for e in v.engines if not same_build(e, engine)] + [engine]
 
-    return update_manifest(folder, edit)
+    return update_manifest(folder, edit, expect)
 
 
 def build_engines(deploy_dir: PathLike, precision: str = "fp32", batch_profile: Sequence[int] = (1, 1, 32),
@@ -264,10 +264,10 @@ def build_engines(deploy_dir: PathLike, precision: str = "fp32", batch_profile: 
                             compute_capability=here["compute_capability"])
             if calib is not None:
                 engine.calibration = EngineCalibration(len(calib) // calib_batch * calib_batch, calib_batch, calib_sha)
-                record_cache(deploy_dir, "calibration", compiler.calibration_cache, f"{stem}-calibration", here,
-                             job.graph, calib_sha)
-            manifest = record_engine(deploy_dir, job, engine)
+                record_cache(deploy_dir, manifest, "calibration", compiler.calibration_cache, f"{stem}-calibration",
+                             here, job.graph, calib_sha)
+            manifest = record_engine(deploy_dir, manifest, job, engine)
             engines.append(engine)
-        record_cache(deploy_dir, "timing", compiler.timing_cache(), f"timing-{slug(here)}", here)
+        record_cache(deploy_dir, manifest, "timing", compiler.timing_cache(), f"timing-{slug(here)}", here)
         sweep(deploy_dir, read_manifest(deploy_dir))
     return engines

@@ -15,6 +15,7 @@ import numpy as np
 from oatdeploy.runtime.errors import OatError
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_INPUT_PIXELS = 1 << 24  # 4096 × 4096: a model input larger than this is a damaged manifest, not a model
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -33,13 +34,25 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def check_image_input(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(C, H, W) of a model that takes images, or one OatError saying why this model's input is not an image."""
+    if len(input_shape) != 3:
+        raise OatError(f"the model takes input of shape {list(input_shape)}, not images [C, H, W]; feed it arrays "
+                       "through oatdeploy.runtime.Deployment instead of image files")
+    channels, height, width = (int(v) for v in input_shape)
+    if height * width > MAX_INPUT_PIXELS:
+        raise OatError(f"the model's input is {height} × {width} pixels, more than any image model takes "
+                       f"({MAX_INPUT_PIXELS:,}); the manifest's input_shape is damaged: re-export the deployment")
+    return channels, height, width
+
+
 def load_image(source: str | Path | BinaryIO, input_shape: Sequence[int]) -> np.ndarray:
     """One image (a file, or its bytes in a file object) as float32 [C, H, W] in [0, 1] at the model's input shape."""
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise OatError("reading images needs Pillow: pip install 'oatdeploy[images]'") from None
-    channels, height, width = (int(v) for v in input_shape)
+    channels, height, width = check_image_input(input_shape)
     if channels not in (1, 3):
         raise OatError(f"the model takes {channels}-channel input; images can feed only 1 (grayscale) or 3 (RGB)")
     size: tuple[int, int] = (width, height)
@@ -57,4 +70,7 @@ def load_image(source: str | Path | BinaryIO, input_shape: Sequence[int]) -> np.
             pixels = np.asarray(img, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as e:
         raise OatError(f"cannot read {name} as an image ({type(e).__name__}); pass PNG or JPEG files") from None
+    except Image.DecompressionBombError:
+        raise OatError(f"{name} has more pixels than Pillow reads safely ({Image.MAX_IMAGE_PIXELS:,}), as a "
+                       "decompression bomb would; resize it before predicting") from None
     return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))

@@ -89,6 +89,7 @@ class FileRef(Record):
 
     path: str = required(string())
     sha256: str = required(SHA256)
+    size: int | None = optional(integer(0))  # bytes: a reader refuses another size before hashing
 
 
 def interval_holds(where: str, name: str, value: float | None, interval: list[float] | None) -> None:
@@ -386,6 +387,10 @@ class Manifest(Record):
     engine_caches: list[EngineCache] = optional(list_of(EngineCache.parse), factory=list)
     # per precision the SA/RA were measured in (export: fp32), each variant's per-image outcomes
     outcomes: dict[str, Outcomes] = optional(dict_of(Outcomes.parse, PRECISIONS), factory=dict)
+
+    def identity(self) -> tuple[Any, ...]:
+        """What tells one export from another: when, from which checkpoint, which graphs."""
+        return (self.created, self.source.checkpoint_sha256, tuple((v.id, v.sha256) for v in self.variants))
 
     def validate(self, where: str) -> None:
         """What ties each variant to the model: its λ and width, its λ index; and unique ids."""

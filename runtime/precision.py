@@ -11,19 +11,19 @@ Torch-free, Python 3.8+.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from oatdeploy.runtime.arrays import npz_arrays
 from oatdeploy.runtime.atomic import PathLike
 from oatdeploy.runtime.backends import BACKENDS
 from oatdeploy.runtime.backends.base import Runner
 from oatdeploy.runtime.deployment import Deployment
 from oatdeploy.runtime.errors import ArtifactError, OatError
 from oatdeploy.runtime.folder import read_verified, update_variants
-from oatdeploy.runtime.manifest import REDUCED, FileRef, Fp32Reference, PrecisionMetrics, VariantEntry
+from oatdeploy.runtime.manifest import REDUCED, FileRef, Fp32Reference, Manifest, PrecisionMetrics, VariantEntry
 from oatdeploy.runtime.stats import wilson_interval
 
 
@@ -39,9 +39,9 @@ def load_npz(deploy_dir: Path, entry: FileRef | None, keys: tuple[str, str], wha
     """Saved images and labels, hashed as read and parsed from those bytes (no pickles)."""
     if not entry:
         raise ArtifactError(f"{deploy_dir}/manifest.json records no {what}; re-export with `oatdeploy export`")
-    data = read_verified(deploy_dir, entry.path, entry.sha256)
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        return tuple(np.asarray(npz[k], dtype=np.float32 if k.startswith("x") else np.int64) for k in keys)
+    data = read_verified(deploy_dir, entry.path, entry.sha256, entry.size)
+    arrays = npz_arrays(data, f"{deploy_dir}/{entry.path}", keys, "re-export the deployment")
+    return tuple(arrays[k] for k in keys)
 
 
 def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
@@ -90,11 +90,11 @@ def verify_precision(deploy_dir: PathLike, precision: str, backend: str = "ort",
     finally:
         for r in runners.values():
             r.close()
-    record(deploy_dir, precision, rows)
+    record(deploy_dir, manifest, precision, rows)
     return rows
 
 
-def record(deploy_dir: Path, precision: str, rows: list[tuple[str, PrecisionMetrics]]) -> None:
+def record(deploy_dir: Path, expect: Manifest, precision: str, rows: list[tuple[str, PrecisionMetrics]]) -> None:
     """Write each variant's measured SA/RA under `precision_metrics[precision]`."""
     by_id = dict(rows)
 
@@ -102,7 +102,7 @@ def record(deploy_dir: Path, precision: str, rows: list[tuple[str, PrecisionMetr
         if v.id in by_id:
             v.precision_metrics[precision] = by_id[v.id]
 
-    update_variants(deploy_dir, edit)
+    update_variants(deploy_dir, edit, expect)
 
 
 def format_table(rows: list[tuple[str, PrecisionMetrics]], precision: str) -> str:

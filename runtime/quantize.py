@@ -102,18 +102,18 @@ def quantize_deployment(deploy_dir: PathLike, precision: str = "int8", calib_siz
                 ref = write_artifact(deploy_dir, "quantized", stem, ".onnx",
                                      lambda tmp, src=src: quantize_fp16(src, tmp))
             row = (Quantized(ref.path, ref.sha256), [v.id for v in variants])
-            manifest = record(deploy_dir, precision, *row)
+            manifest = record(deploy_dir, manifest, precision, *row)
             rows.append(row)
         sweep(deploy_dir, manifest)
     return rows
 
 
-def record(deploy_dir: Path, precision: str, graph: Quantized, served: list[str]) -> Manifest:
+def record(deploy_dir: Path, expect: Manifest, precision: str, graph: Quantized, served: list[str]) -> Manifest:
     """Record one quantized graph in the variants it serves (replacing that precision's previous graph)."""
     def edit(v: VariantEntry) -> None:
         if v.id in served:
             v.quantized[precision] = graph
 
-    return update_variants(deploy_dir, edit)
+    return update_variants(deploy_dir, edit, expect)
 
 

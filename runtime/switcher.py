@@ -35,7 +35,8 @@ class Switcher:
     Runners are keyed by artifact, so shared-mode variants of one width share one loaded graph. With
     `max_loaded`, at most that many artifacts stay loaded (least recently used go first; while a switch
     loads its target, one more); a runner still serving a call on another thread is closed only when
-    that call returns.
+    that call returns, and counts as loaded until then: a switch waits for such calls rather than load past
+    the cap.
     """
 
     def __init__(self, variants: Sequence[Variant], load: Callable[[Variant], Runner], budget: Budget,
@@ -53,6 +54,7 @@ class Switcher:
         self._factory = load
         self._lock = threading.Lock()
         self._control = threading.Lock()
+        self._drained = threading.Condition(self._lock)  # a retired runner's last call returned
         self._runners: collections.OrderedDict[str, Runner] = collections.OrderedDict()
         self._inflight: collections.Counter[int] = collections.Counter()
         self._retired: dict[int, Runner] = {}
@@ -109,6 +111,9 @@ class Switcher:
             if runner is not None:  # loaded: a reference swap, nothing to evict
                 self._serve(v, runner, budget)
                 return
+            early = self._make_room()
+        for victim in early:
+            victim.close()
         try:
             runner = self._factory(v)
         except Exception as e:
@@ -125,6 +130,23 @@ class Switcher:
         for victim in victims:
             if victim is not None:
                 victim.close()
+
+    def _make_room(self) -> list[Runner]:
+        """Caller holds the serving lock: retire idle runners (least recently used first, never the one serving)
+        and wait for busy retired ones until loading one more keeps at most `max_loaded` + 1 open; returns the
+        runners to close."""
+        victims: list[Runner] = []
+        if self.max_loaded is None:
+            return victims
+        while len(self._runners) + len(self._retired) > self.max_loaded and not self._closed:
+            spare = next((p for p in self._runners if p != self._serving[0].path), None)
+            if spare is None:
+                self._drained.wait(timeout=1.0)  # a busy retired runner: its call returns soon
+                continue
+            victim = self._retire(self._runners.pop(spare))
+            if victim is not None:
+                victims.append(victim)
+        return victims
 
     def _serve(self, v: Variant, runner: Runner, budget: Budget | None) -> None:
         """Caller holds the serving lock: `v` (with `runner`) serves the next call, under `budget` if given."""
@@ -198,6 +220,8 @@ class Switcher:
             if not self._inflight[id(runner)]:
                 del self._inflight[id(runner)]
                 retired = self._retired.pop(id(runner), None)
+                if retired is not None:
+                    self._drained.notify_all()
             if self.served is not None:
                 self.served.append(v.id)
             if v is self._serving[0]:

@@ -99,3 +99,85 @@ def test_predict_refuses_integer_pixels_with_the_fix(tiny_ckpt: Path) -> None:
         sn.predict(np.zeros((1, 1, 28, 28), np.uint8), lam=0.4, width=0.5)
     with pytest.raises(ValueError, match=r"x.float\(\) / 255"):
         sn.predict(torch.zeros((1, 1, 28, 28), dtype=torch.uint8), lam=0.4, width=0.5)
+
+
+def forged(good: Path, out: Path, edit) -> Path:
+    """`good` with its payload edited as a hand (or an attacker) could: still loadable with weights_only."""
+    import json
+
+    payload = torch.load(good, map_location="cpu", weights_only=True)
+    config = json.loads(payload["config_json"])
+    edit(payload, config)
+    payload["config_json"] = json.dumps(config)
+    torch.save(payload, out)
+    return out
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda p, c: c.update(widths="abc"), "config widths='abc'"),
+    (lambda p, c: c.update(input_shape=[1, 28]), "config input_shape=[1, 28]"),
+    (lambda p, c: p.update(encoding=torch.zeros(2, 5)), "λ encoding is (2, 5)"),
+    (lambda p, c: p.update(model=torch.zeros(3)), "its model is a Tensor"),
+])
+def test_a_forged_checkpoint_config_is_one_line(tiny_ckpt: Path, tmp_path: Path, edit, says: str) -> None:
+    path = forged(tiny_ckpt, tmp_path / "supernet.pt", edit)
+    result = oatdeploy_cli("eval", str(path), "--limit", "4", "--pgd-steps", "1")
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_train_out_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    result = oatdeploy_cli("train", "--out", str(tmp_path / "file" / "run"), "--max-steps", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "not a folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_export_force_on_a_full_disk_keeps_the_deployment(tiny_ckpt: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        args = ("export", str(tiny_ckpt), "--out", str(mnt / "d"), "--verify-samples", "4", "--calib-samples", "4",
+                "--quiet")
+        assert oatdeploy_cli(*args).returncode == 0
+        before = {p: p.read_bytes() for p in (mnt / "d").rglob("*") if p.is_file()}
+        free = shutil.disk_usage(mnt).free
+        (mnt / "filler").write_bytes(b"\0" * max(0, free - 200_000))  # room for a part of a new export only
+        result = oatdeploy_cli(*args, "--force")
+        assert result.returncode == 2 and "no space left on the device" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert {p: p.read_bytes() for p in (mnt / "d").rglob("*") if p.is_file()} == before
+        assert [p.name for p in mnt.iterdir() if p.name.startswith(".")] == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_checkpoint_write_on_a_full_disk_is_one_error_and_keeps_the_old_one(tiny_ckpt: Path,
+                                                                              tmp_path: Path) -> None:
+    """torch reports a failed write as RuntimeError (inline_container); the trainer's save says what happened."""
+    import shutil
+    import subprocess
+
+    from oatdeploy.checkpoint import save_checkpoint
+    from oatdeploy.runtime.errors import ArtifactError
+
+    sn = oatdeploy.load_checkpoint(tiny_ckpt)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        shutil.copy(tiny_ckpt, mnt / "supernet.pt")
+        before = (mnt / "supernet.pt").read_bytes()
+        (mnt / "filler").write_bytes(b"\0" * max(0, shutil.disk_usage(mnt).free - 100_000))
+        with pytest.raises(ArtifactError, match="is the disk full"):  # torch: "enforce fail at inline_container"
+            save_checkpoint(mnt / "supernet.pt", sn.model, sn.config, sn.encoding)
+        assert (mnt / "supernet.pt").read_bytes() == before
+        assert [p.name for p in mnt.iterdir() if p.name.startswith(".")] == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -139,3 +139,88 @@ def test_val_split_holds_out_the_last_5000_training_images(tmp_path: Path) -> No
     assert len(load_dataset("cifar10", data_dir=tmp_path, split="train")) == 6_000
     with pytest.raises(OatError, match="no validation split"):
         load_dataset("fmnist-mini", split="val")
+
+
+def python2_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch as CIFAR-10's own files are: Python 2 cPickle, protocol 2, str keys, a numpy uint8 array."""
+    def short(s: bytes) -> bytes:
+        return b"U" + bytes([len(s)]) + s
+
+    raw = data.tobytes()
+    array = (b"cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85" + short(b"b") + b"\x87R"
+             + b"q\x04(K\x01" + b"M" + struct.pack("<H", data.shape[0]) + b"M" + struct.pack("<H", data.shape[1])
+             + b"\x86cnumpy\ndtype\nq\x05" + short(b"u1") + b"K\x00K\x01\x87Rq\x06(K\x03" + short(b"|")
+             + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x07b\x89T" + struct.pack("<I", len(raw)) + raw
+             + b"tq\x08b")
+    labels_part = b"]q\x0a(" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    return (b"\x80\x02}q\x00(" + short(b"batch_label") + short(b"training batch 1 of 5") + short(b"data") + b"q\x01"
+            + array + short(b"labels") + b"q\x09" + labels_part + b"u.")
+
+
+def test_cifar10_batch_in_the_original_python2_format_is_read_without_pickle(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    data, labels = rng.integers(0, 256, (3, 3072), dtype=np.uint8), [3, 7, 0]
+    stream = python2_batch(data, labels)
+    trusted = pickle.loads(stream, encoding="bytes")  # the test's own bytes: checks they are the real format
+    assert np.array_equal(trusted[b"data"], data) and trusted[b"labels"] == labels
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        (tmp_path / name).write_bytes(stream)
+    test = load_dataset("cifar10", data_dir=tmp_path, split="test")
+    assert torch.equal(test.x[2], torch.from_numpy(data[2].reshape(3, 32, 32)).float() / 255)
+    assert test.y.tolist() == labels
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_cifar10_batch_of_any_protocol_is_read(tmp_path: Path, protocol: int) -> None:
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    batch = {b"batch_label": b"x", b"labels": [1, 9], b"data": data, b"filenames": [b"a.png", b"b.png"]}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+    test = load_dataset("cifar10", data_dir=tmp_path, split="test")
+    assert test.y.tolist() == [1, 9] and torch.equal(test.x[1].flatten() * 255, torch.from_numpy(data[1]).float())
+
+
+class RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+class Subclassed(np.ndarray):
+    pass
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_cifar10_batch_that_would_run_code_is_refused_and_runs_nothing(tmp_path: Path, protocol: int) -> None:
+    marker = tmp_path / "marker"
+    evil = {b"data": np.zeros((1, 3072), np.uint8), b"labels": [RunsCode(marker)]}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(evil, protocol=protocol))
+    with pytest.raises(OatError, match=r"(__builtin__|builtins)\.exec.*nothing in it was run"):
+        load_dataset("cifar10", data_dir=tmp_path, split="test")
+    assert not marker.exists()
+    pickle.loads((tmp_path / "test_batch").read_bytes())  # the file does run code under pickle
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("payload", [
+    {b"data": np.zeros((1, 3072), object), b"labels": [0]},
+    {b"data": np.zeros((1, 3072), np.uint8).view(Subclassed), b"labels": [0]},
+    {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": {1, 2}},
+    {b"data": np.zeros((1, 3072), np.float32), b"labels": [0]},
+    {b"data": np.zeros((1, 3072), np.uint8), b"labels": [12]},
+])
+def test_cifar10_batch_with_anything_but_plain_data_is_refused(tmp_path: Path, payload: dict) -> None:
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(OatError, match="test_batch"):
+        load_dataset("cifar10", data_dir=tmp_path, split="test")
+
+
+def test_a_data_folder_from_the_run_config_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    from oatdeploy.data import data_dir_for
+
+    assert data_dir_for("/typed", {"data_dir": "/stored"}) == "/typed"
+    assert capsys.readouterr().err == ""
+    assert data_dir_for(None, {"dataset": "cifar10", "data_dir": "/stored"}) == "/stored"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cifar10 from /stored (the run's data_dir; pass --data-dir" in err

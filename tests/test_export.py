@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +213,95 @@ def test_shared_mode_serves_the_same_function_with_one_graph_per_width(profiled_
         with folded.runner(v) as r:
             np.testing.assert_allclose(sw(x), r.infer(x), atol=1e-4)
     assert list(sw.served) == [v.id for v in folded.variants]
+
+
+def test_export_force_keeps_what_the_user_put_in_the_deployment(cli, tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    args = ("export", str(tiny_ckpt), "--out", str(out), "--verify-samples", "4", "--calib-samples", "4", "--quiet")
+    assert cli(*args).returncode == 0
+    (out / "info.md").write_text("served on the robot since May")
+    (out / "NOTES.txt").write_text("mine")
+    (out / "plots").mkdir()
+    (out / "plots" / "trade-off.png").write_bytes(b"\x89PNG")
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    debris = tmp_path / f".d.new-{dead.pid}@{socket.gethostname()}@x1y2"  # a staging folder of a killed export
+    (debris / "verify").mkdir(parents=True)
+    result = cli(*args, "--force")
+    assert result.returncode == 0, result.stderr
+    assert "kept in" in result.stderr and "info.md" in result.stderr
+    assert (out / "info.md").read_text() == "served on the robot since May"
+    assert (out / "NOTES.txt").read_text() == "mine"
+    assert (out / "plots" / "trade-off.png").read_bytes() == b"\x89PNG"
+    assert load_manifest(out).variants and json.loads((out / "manifest.json").read_text())["created"] >= first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left beside it
+
+
+def test_export_force_refuses_when_a_users_file_has_a_name_the_export_writes(cli, tiny_ckpt: Path,
+                                                                            tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    args = ("export", str(tiny_ckpt), "--out", str(out), "--verify-samples", "4", "--calib-samples", "4", "--quiet")
+    assert cli(*args).returncode == 0
+    (out / "w0.5.onnx").write_text("a user's file")  # shared mode writes a graph of this name
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".manifest.lock"}
+    result = cli(*args, "--force", "--mode", "shared")
+    assert result.returncode == 2 and "w0.5.onnx, which the new export also writes" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".manifest.lock"} == before
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tiny_ckpt: Path) -> dict:
+    from oatdeploy.evaluate import run_evaluation
+
+    return run_evaluation(tiny_ckpt, pgd_steps=1, limit=8, progress=False)
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda r: r["results"][0].update(clean_acc=float("nan")), "variants[0].metrics.clean_acc"),
+    (lambda r: r["attack"].update(eps=float("inf")), "metrics_source.attack.eps is not a finite number"),
+    (lambda r: r["results"][1].update(robust_acc=1.5), "robust_acc"),
+    (lambda r: r["results"][0].pop("clean_acc"), "results[0] without clean_acc"),
+    (lambda r: r["results"].__setitem__(0, "row"), "results[0] without lambda"),
+    (lambda r: r.update(attack="pgd"), "no attack object with a name"),
+])
+def test_export_refuses_an_evaluation_the_device_would_refuse_before_replacing_anything(
+        cli, tiny_ckpt: Path, tiny_eval: dict, tmp_path: Path, edit, says: str) -> None:
+    report = json.loads(json.dumps(tiny_eval))
+    edit(report)
+    (tmp_path / "eval.json").write_text(json.dumps(report))
+    out = tmp_path / "d"
+    result = cli("export", str(tiny_ckpt), "--out", str(out), "--eval-json", str(tmp_path / "eval.json"),
+                 "--verify-samples", "4", "--calib-samples", "4", "--quiet")
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def scaled_logits_graph(path: Path, scale: float) -> None:
+    """A real ONNX graph computing logits = scale * input [N, 10] (a network whose logits reach |2,000|)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "scale"], ["logits"])], "scaled",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(np.array(scale, np.float32), "scale")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+
+def test_parity_tolerance_scales_with_the_logits(tmp_path: Path) -> None:
+    """#21: logits up to 2,179 that differ by 1.2e-3 (6e-7 relative) are a correct export, not a wrong one."""
+    scaled_logits_graph(tmp_path / "big.onnx", 2179.0)
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 10)).astype(np.float32)
+    x[0, 0] = 1.0
+    exact = x.astype(np.float64) * 2179.0
+    session = cpu_session(tmp_path / "big.onnx")
+    check = check_parity(session, x, exact + 1.2e-3, "big logits")  # the supernet's own fp32 rounding
+    assert 1.1e-3 < check.max_abs_diff < 1.3e-3 and check.top1_agreement == 1.0
+    with pytest.raises(ArtifactError, match=r"tolerance 0\.0228 = 0\.001 \+ 1e-05 × max\|logit\| 2\.18e\+03"):
+        check_parity(session, x, exact * 1.001, "wrong by 0.1 %")  # a wrong graph still fails
+    scaled_logits_graph(tmp_path / "small.onnx", 1.0)
+    with pytest.raises(ArtifactError, match="differs from the supernet"):
+        check_parity(cpu_session(tmp_path / "small.onnx"), x, x + 1.2e-3, "small logits")

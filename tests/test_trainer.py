@@ -251,3 +251,4 @@ def test_a_resume_takes_sets_in_any_order_and_refuses_what_contradicts() -> None
     old = {k: v for k, v in saved.items() if k not in ("film", "lambda_head")}  # from before both existed
     resumed = resumed_config(old, TrainConfig(), set(), "ckpt")
     assert resumed.film == "mlp" and resumed.lambda_head is False
+

@@ -6,7 +6,7 @@ import importlib.util
 from typing import Any
 
 from oatdeploy.runtime.backends.base import Runner
-from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.errors import ArtifactError, OatError
 
 BACKENDS = ("ort", "trt")
 
@@ -29,7 +29,13 @@ def get_runner(backend: str, data: bytes, label: str, precision: str = "fp32", *
     if backend == "ort":
         from oatdeploy.runtime.backends.ort import OrtRunner
 
-        return OrtRunner(data, label, **options)
+        try:
+            return OrtRunner(data, label, **options)
+        except (OatError, TypeError, ValueError):
+            raise
+        except Exception as e:  # ONNX Runtime's and protobuf's own errors for a truncated or garbage graph
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"{label} is not a loadable ONNX model ({first}); re-export the deployment") from None
     if backend == "trt":
         require_tensorrt()
         try:

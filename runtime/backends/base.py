@@ -20,6 +20,18 @@ LAM_INDEX_NAME = "lam_index"
 OUTPUT_NAME = "logits"
 
 
+MAX_INPUT_BYTES = 1 << 30  # one call's input; activations take many times this, so a larger batch is refused
+
+
+def check_batch_size(n: int, sample: tuple[int, ...], what: str) -> None:
+    """Refuse a batch whose float32 input exceeds MAX_INPUT_BYTES, before anything is allocated for it."""
+    per = 4 * int(np.prod(sample, dtype=np.int64))
+    if n * per > MAX_INPUT_BYTES:
+        raise InputError(f"a batch of {n:,} images of {' × '.join(map(str, sample))} is {n * per / 2**30:.1f} GiB of "
+                         f"input, more than the {MAX_INPUT_BYTES / 2**30:g} GiB {what} takes in one call; use "
+                         f"batches of at most {max(1, MAX_INPUT_BYTES // per):,}")
+
+
 class InputSpec:
     """What one artifact accepts: float32 [N, *sample] with min_batch ≤ N ≤ max_batch, and a λ index if shared."""
 
@@ -44,6 +56,7 @@ class InputSpec:
             raise InputError(f"{name} takes {self.describe()} (N, C, H, W), got shape {tuple(x.shape)}; "
                              "check the layout (NCHW, not NHWC), channels and resolution")
         n = x.shape[0]
+        check_batch_size(n, self.sample, name)
         if n < self.min_batch or (self.max_batch is not None and n > self.max_batch):
             raise InputError(f"batch of {n} is outside what {name} takes ({self.describe()}); split the batch, "
                              "or rebuild the engine with a larger --max-shape (oatdeploy build-engines)")
@@ -54,6 +67,9 @@ class InputSpec:
                     self.lam_count is not None and lam_index >= self.lam_count):
                 valid = f"0..{self.lam_count - 1}" if self.lam_count else "a non-negative integer"
                 raise InputError(f"λ index {lam_index!r} is out of range for {name}; use {valid}")
+        if not np.isfinite(x).all():
+            warnings.warn(f"input to {name} holds NaN or infinite values, so its logits will too; check how the "
+                          "images were read and scaled", OatWarning, stacklevel=3)
         return np.ascontiguousarray(x)
 
 

@@ -34,18 +34,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def predict(deploy: str, images: tuple[str, ...], budget: Budget, backend: str, precision: str, fmt: str) -> None:
     """Classify IMAGES (PNG/JPEG files, or folders of them) with DEPLOY's variant that meets the budget."""
     from oatdeploy.runtime import Deployment
-    from oatdeploy.runtime.images import image_files
+    from oatdeploy.runtime.images import check_image_input, image_files
     from oatdeploy.runtime.labels import class_names
 
     files = image_files(images)
     dep = Deployment.load(deploy, backend=backend, precision=precision)
     model = dep.manifest.model
-    names = class_names(model.dataset, int(model.num_classes))  # type: ignore[arg-type]
+    if model.num_classes is None:
+        raise OatError(f"{deploy}/manifest.json records no model.num_classes, which predict needs to name classes; "
+                       "re-export the deployment")
+    names = class_names(model.dataset, int(model.num_classes))
+    check_image_input(model.input_shape)  # the model's, not an image's: one error, not one per file
     inputs, skipped = read_images(files, model.input_shape)  # all read before any is served
     predictions = []
     with dep.switcher(backend=backend, precision=precision, budget=budget, max_loaded=1) as sw:
         for path, x in inputs:
             logits, variant = sw(x, return_variant=True)
+            if logits.ndim != 2 or logits.shape[1] != len(names):
+                raise OatError(f"{variant.id} gives logits of shape {list(logits.shape)}, but the manifest says "
+                               f"{len(names)} classes; the deployment is inconsistent: re-export it")
             probs = softmax(logits[0])
             label = int(probs.argmax())
             predictions.append({"file": str(path), "label": label, "class": names[label],

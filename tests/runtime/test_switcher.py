@@ -338,3 +338,54 @@ def test_set_budget_switches_now_and_keeps_the_old_budget_when_infeasible(folded
     assert sw.budget.min_robust_acc == top_ra and sw.current is chosen
     with pytest.raises(TypeError, match="unknown budget"):
         sw.set_budget(max_latency=3)
+
+
+def test_busy_retired_runners_count_against_max_loaded(folded: Path) -> None:
+    """#21: with max_loaded=1 under 24 threads, six runners were open at once (busy retired ones went uncounted)."""
+    dep = Deployment.load(folded)
+    book = threading.Lock()
+    state = {"open": 0, "most": 0}
+
+    class Counted(TrackedRunner):
+        def __init__(self, inner: Runner) -> None:
+            super().__init__(inner)
+            with book:
+                state["open"] += 1
+                state["most"] = max(state["most"], state["open"])
+
+        def infer(self, x: np.ndarray, lam_index: int | None = None) -> np.ndarray:
+            time.sleep(0.01)  # a call in flight whenever the switch comes
+            return super().infer(x, lam_index)
+
+        def close(self) -> None:
+            super().close()
+            with book:
+                state["open"] -= 1
+
+    sw = Switcher(dep.variants, lambda v: Counted(dep.runner(v)), Budget(), max_loaded=1)
+    x = dep.sample_input(1)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            while not stop.is_set():
+                sw(x)
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    workers = [threading.Thread(target=serve) for _ in range(24)]
+    for t in workers:
+        t.start()
+    try:
+        for _ in range(3):
+            for v in dep.variants:
+                sw.use(v)
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    sw.close()
+    assert not failures, failures
+    assert state["most"] <= 2, f"{state['most']} runners open at once with max_loaded=1 (one more while loading)"
+    assert state["open"] == 0
