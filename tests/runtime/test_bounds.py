@@ -66,7 +66,7 @@ def test_the_manifest_is_read_with_a_size_cap(folded: Path, monkeypatch: pytest.
 @pytest.mark.parametrize(("text", "says"), [
     ('{"format": ' + "[" * 200_000 + "]" * 200_000 + "}", "nests its values too deep"),
     ('{"format": "oatdeploy-manifest", "version": ' + "9" * 5001 + "}", "not valid JSON"),
-])
+], ids=["200000-deep", "5001-digits"])  # short ids: pytest puts the id in the environment of subprocesses
 def test_a_hostile_manifest_is_one_error(folded: Path, text: str, says: str) -> None:
     (folded / "manifest.json").write_text(text)
     with pytest.raises(ArtifactError, match=says):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -143,4 +144,5 @@ def test_read_only_deployment_for_quantize_and_plot(folded: Path, tmp_path: Path
         deploy = Path(shutil.copytree(folded, mnt / "d"))
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         one_line(oatdeploy("quantize", str(deploy), "--calib-size", "4"), "cannot write in")
-        one_line(oatdeploy("plot", str(deploy)), "read-only file system")
+        if importlib.util.find_spec("matplotlib") is not None:  # the device suite runs without the plot extra
+            one_line(oatdeploy("plot", str(deploy)), "read-only file system")
