@@ -11,7 +11,7 @@ import numpy as np
 
 from oatdeploy.runtime import folder
 from oatdeploy.runtime.atomic import sha256_file
-from oatdeploy.runtime.checks import Invalid, non_finite
+from oatdeploy.runtime.checks import Invalid
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import (
     FORMAT,
@@ -107,12 +107,8 @@ def write_manifest(deploy: str | Path, manifest: Manifest) -> Path:
     reader's JSON parser refuses), then write-and-rename `deploy/manifest.json`. Export calls this in its staging
     folder, so a manifest the device would refuse never replaces a deployment. What fails here came from the
     evaluation export read (the rest export computes itself)."""
-    data = manifest.to_json()
     try:
-        parse_manifest(data)
-        where = non_finite(data)
-        if where:
-            raise Invalid(where, "is not a finite number")
+        parse_manifest(manifest.to_json())
     except Invalid as e:
         source = manifest.metrics_source.origin if manifest.metrics_source else None
         fix = (f"fix or re-create {source} (`oatdeploy eval`)" if source else "please report it")

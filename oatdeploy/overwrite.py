@@ -13,9 +13,9 @@ from typing import Any
 
 from oatdeploy.eval_files import same_evaluation
 from oatdeploy.runtime.errors import OatError
+from oatdeploy.runtime.folder import RUN_CHECKPOINT as CHECKPOINT
 from oatdeploy.runtime.manifest import describe_evaluation
 
-CHECKPOINT = "supernet.pt"
 MANIFEST = "manifest.json"
 
 

@@ -27,7 +27,7 @@ from oatdeploy.runtime.atomic import (
     sha256_bytes,
     sha256_file,
 )
-from oatdeploy.runtime.checks import Invalid, check_header, no_duplicate_keys, non_finite
+from oatdeploy.runtime.checks import Invalid, check_header, no_duplicate_keys
 from oatdeploy.runtime.errors import ArtifactError
 from oatdeploy.runtime.manifest import FILENAME, FORMAT, VERSION, Manifest, VariantEntry, parse_manifest
 from oatdeploy.runtime.replace import recover
@@ -83,11 +83,8 @@ def read_manifest(folder: PathLike) -> Manifest:
     check_header(data, path, "manifest", FORMAT, VERSION, "re-export with this version or upgrade oatdeploy")
     try:
         manifest = parse_manifest(data)
-        where = non_finite(data)  # NaN and Infinity are not JSON, in a free field either
-        if where:
-            raise Invalid(where, "is not a finite number (NaN and Infinity are not JSON); re-run `oatdeploy export`")
     except Invalid as e:
-        raise ArtifactError(f"{path}: {e}") from None
+        raise ArtifactError(f"{path}: {e}; re-run `oatdeploy export`") from None
     for _, ref in manifest.files():
         confined(folder, ref.path)
     return manifest
@@ -102,7 +99,7 @@ def _mismatch(file: Path) -> ArtifactError:
                          "or re-export")
 
 
-def _bounded(file: Path, size: int | None) -> int:
+def _bounded(size: int | None) -> int:
     """The most bytes to read of an artifact: the size the manifest records, else MAX_ARTIFACT_BYTES."""
     return MAX_ARTIFACT_BYTES if size is None else size
 
@@ -126,9 +123,9 @@ def check_file(folder: PathLike, rel: str, digest: str, size: int | None = None)
     """Refuse a missing, irregular, wrongly sized or altered artifact; returns its path."""
     file = confined(folder, rel)
     try:
-        actual = file.stat().st_size if file.is_file() else None
-        if actual is not None and actual != size and (size is not None or actual > MAX_ARTIFACT_BYTES):
-            raise TooLarge(actual, _bounded(file, size))
+        actual, limit = file.stat().st_size if file.is_file() else None, _bounded(size)
+        if actual is not None and (actual > limit or (size is not None and actual != size)):
+            raise TooLarge(actual, limit)
         ok = sha256_file(file) == digest
     except OSError as e:
         raise _unreadable(file, e, size) from None
@@ -142,7 +139,7 @@ def read_verified(folder: PathLike, rel: str, digest: str, size: int | None = No
     file is read, and no more than the size the manifest records (or MAX_ARTIFACT_BYTES)."""
     file = confined(folder, rel)
     try:
-        data = read_bounded(file, _bounded(file, size))
+        data = read_bounded(file, _bounded(size))
     except OSError as e:
         raise _unreadable(file, e, size) from None
     if (size is not None and len(data) != size) or sha256_bytes(data) != digest:

@@ -25,6 +25,7 @@ from oatdeploy.runtime.checks import (
     free_object,
     integer,
     list_of,
+    non_finite,
     nullable,
     number,
     optional,
@@ -464,9 +465,14 @@ class Manifest(Record):
 
 def parse_manifest(data: Any) -> Manifest:
     """A manifest as read from JSON (`folder.read_manifest` names a foreign file or another version first);
-    raises `Invalid` for the first field that breaks the schema."""
+    raises `Invalid` for the first field that breaks the schema, or for a NaN or infinity anywhere (free fields
+    included): Python's JSON writes and reads them, other readers refuse them. Export checks what it writes with
+    this, the device what it reads."""
     manifest = Manifest.parse(data)
     if manifest.format != FORMAT or manifest.version != VERSION:
         raise Invalid("format", f"is {manifest.format!r} version {manifest.version}; this oatdeploy reads "
                                 f"{FORMAT!r} version {VERSION}")
+    where = non_finite(data)
+    if where:
+        raise Invalid(where, "is not a finite number (NaN and Infinity are not JSON)")
     return manifest

@@ -33,6 +33,7 @@ def train_step(arch: str, batch_size: int, pgd_steps: int, steps: int, warmup: i
     import torch
 
     from oatdeploy.bench import train_step_seconds
+    from oatdeploy.devices import resolve_device
     from oatdeploy.runtime.device import cpu_name
     from oatdeploy.runtime.errors import OatError
 
@@ -43,7 +44,7 @@ def train_step(arch: str, batch_size: int, pgd_steps: int, steps: int, warmup: i
     result = {
         "arch": arch, "batch_size": batch_size, "pgd_steps": pgd_steps, "input_shape": input_shape,
         "widths": widths, "steps": steps, "median_s": statistics.median(times), "min_s": min(times),
-        "times_s": times, "device": "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu",
+        "times_s": times, "device": resolve_device(device).type,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": cpu_name(),
     }
     if fmt == "json":

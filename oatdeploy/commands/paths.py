@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from oatdeploy.overwrite import CHECKPOINT
 from oatdeploy.runtime.errors import OatError
-
-CHECKPOINT = "supernet.pt"
 
 
 def checkpoint_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
